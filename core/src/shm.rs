@@ -1,0 +1,718 @@
+//! The shared-memory segment through which the controlplane publishes
+//! snapshots to the dataplane.
+//!
+//! A segment is a file (normally under `/dev/shm`, mode 0600) mapped by one
+//! writer (the controlplane) read-write and by any number of readers (the
+//! dataplane's workers) read-only. Every access to the mapping goes through
+//! `AtomicU64` words, so concurrent access from other processes is never a
+//! data race in Rust's memory model; the only unsafe code in Shardgate is the
+//! one line that views the mapping as such words.
+//!
+//! ```text
+//!  byte 0     ┌──────────────────────────── header (4096 bytes, u64 words) ─────────────┐
+//!             │ 0 magic │ 1 layout version │ 2 slot capacity (bytes) │ 3 generation      │
+//!             │ 4 moved flag │ 5 published-at (unix ns) │ 6 writer pid │ 7 moved-path len │
+//!             │ 8..40 moved-to path (256 bytes)                                          │
+//!             │ 64.. slot 0: seq, generation, len, crc32, published-at                   │
+//!             │ 72.. slot 1: seq, generation, len, crc32, published-at                   │
+//!  byte 4096  ├──────────────────────────── slot 0 (capacity bytes) ─────────────────────┤
+//!             ├──────────────────────────── slot 1 (capacity bytes) ─────────────────────┤
+//!             └──────────────────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! Publication (single writer): generation `g` goes into slot `g & 1`, which
+//! is never the slot of the generation in force (`g - 1`). The slot is written
+//! under its own seqlock (sequence odd while writing), then the header's
+//! generation is stored with `Release`. A reader loads the generation with
+//! `Acquire`, copies the slot out between two reads of its sequence, and
+//! accepts the copy only if the sequence was even and unchanged, the slot
+//! holds generation `g`, and the CRC-32 matches. A reader that loses the race
+//! with a fast writer simply tries again; it can never accept a torn copy.
+//!
+//! Growth: a snapshot larger than the slot capacity is published into a new,
+//! larger segment built beside the old one and renamed over its path; the old
+//! header then announces the move (flag plus path), and readers re-open.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+
+const MAGIC: u64 = u64::from_le_bytes(*b"SGSHM\0\0\0");
+/// Layout version; readers reject any other.
+pub const LAYOUT_VERSION: u64 = 1;
+const HEADER_BYTES: usize = 4096;
+const HEADER_WORDS: usize = HEADER_BYTES / 8;
+const W_MAGIC: usize = 0;
+const W_VERSION: usize = 1;
+const W_CAPACITY: usize = 2;
+const W_GENERATION: usize = 3;
+const W_MOVED: usize = 4;
+const W_PUBLISHED: usize = 5;
+const W_WRITER_PID: usize = 6;
+const W_MOVED_PATH_LEN: usize = 7;
+const W_MOVED_PATH: usize = 8;
+const MOVED_PATH_MAX: usize = 256;
+const W_SLOTS: usize = 64;
+const SLOT_WORDS: usize = 8;
+const S_SEQ: usize = 0;
+const S_GENERATION: usize = 1;
+const S_LEN: usize = 2;
+const S_CRC: usize = 3;
+const S_PUBLISHED: usize = 4;
+/// Default capacity of each slot for a new segment.
+pub const DEFAULT_SLOT_CAPACITY: usize = 1 << 20;
+const READ_ATTEMPTS: usize = 64;
+
+/// Errors opening or using a segment.
+#[derive(Debug, thiserror::Error)]
+pub enum SegmentError {
+    /// The file could not be created, opened, sized or mapped.
+    #[error("segment {path}: {op}")]
+    Io {
+        /// The segment path.
+        path: PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The file is not a segment of this layout.
+    #[error("segment {path}: {reason}")]
+    Invalid {
+        /// The segment path.
+        path: PathBuf,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// Another controlplane holds the segment's lock.
+    #[error("segment {0}: another controlplane is publishing to it")]
+    Locked(PathBuf),
+}
+
+/// What a reader found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// Nothing has ever been published.
+    Empty,
+    /// The generation is the one the reader already has.
+    Unchanged,
+    /// The segment moved: re-open this path.
+    Moved(PathBuf),
+    /// The writer kept overwriting the slot; try again later.
+    Busy,
+    /// A consistent copy of a newer snapshot.
+    Snapshot(Published),
+}
+
+/// A consistent copy of one published slot.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Published {
+    /// Generation number (starts at 1, increases by one per publication).
+    pub generation: u64,
+    /// When it was published, in nanoseconds since the Unix epoch.
+    pub published_unix_nanos: u64,
+    /// The encoded snapshot.
+    pub bytes: Vec<u8>,
+}
+
+/// Why a slot's content was rejected after a consistent copy.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SlotError {
+    /// The recorded length exceeds the slot.
+    #[error("slot length {len} exceeds capacity {capacity}")]
+    Length {
+        /// Recorded length.
+        len: u64,
+        /// Slot capacity.
+        capacity: u64,
+    },
+    /// The CRC does not match the bytes.
+    #[error("slot checksum mismatch")]
+    Checksum,
+    /// The header is damaged.
+    #[error("segment header damaged: {0}")]
+    Header(&'static str),
+}
+
+/// Seqlock and layout logic over the segment's words; independent of how the
+/// words are mapped, so tests run it over an ordinary buffer.
+#[derive(Clone, Copy)]
+pub struct Words<'a>(&'a [AtomicU64]);
+
+impl<'a> Words<'a> {
+    /// Wraps a region; `words.len()` must be the header plus two slots.
+    pub fn new(words: &'a [AtomicU64]) -> Self {
+        Self(words)
+    }
+
+    /// The number of words a segment with this slot capacity needs.
+    pub fn len_for(capacity: usize) -> usize {
+        HEADER_WORDS + 2 * capacity.div_ceil(8)
+    }
+
+    fn w(&self, i: usize) -> &AtomicU64 {
+        &self.0[i]
+    }
+
+    fn slot(&self, s: usize, field: usize) -> &AtomicU64 {
+        &self.0[W_SLOTS + s * SLOT_WORDS + field]
+    }
+
+    /// Writes a fresh header; the segment starts at `generation` (so the next
+    /// publication is `generation + 1`). Only for a region no reader sees yet.
+    pub fn init(&self, capacity: usize, generation: u64) {
+        for w in &self.0[..HEADER_WORDS] {
+            w.store(0, Ordering::Relaxed);
+        }
+        self.w(W_VERSION).store(LAYOUT_VERSION, Ordering::Relaxed);
+        self.w(W_CAPACITY).store(capacity as u64, Ordering::Relaxed);
+        self.w(W_GENERATION).store(generation, Ordering::Relaxed);
+        self.w(W_WRITER_PID)
+            .store(u64::from(std::process::id()), Ordering::Relaxed);
+        // Magic last, with Release: a reader that sees it sees the rest.
+        self.w(W_MAGIC).store(MAGIC, Ordering::Release);
+    }
+
+    /// Checks magic, version and that the region fits the capacity.
+    pub fn check_header(&self) -> Result<usize, &'static str> {
+        if self.0.len() < HEADER_WORDS {
+            return Err("shorter than its header");
+        }
+        if self.w(W_MAGIC).load(Ordering::Acquire) != MAGIC {
+            return Err("bad magic");
+        }
+        if self.w(W_VERSION).load(Ordering::Relaxed) != LAYOUT_VERSION {
+            return Err("unsupported layout version");
+        }
+        let capacity = self.w(W_CAPACITY).load(Ordering::Relaxed);
+        if capacity % 8 != 0 || capacity > (1 << 40) {
+            return Err("bad slot capacity");
+        }
+        if Self::len_for(capacity as usize) != self.0.len() {
+            return Err("size does not match slot capacity");
+        }
+        Ok(capacity as usize)
+    }
+
+    /// The slot capacity in bytes, as recorded in the header.
+    pub fn capacity(&self) -> usize {
+        self.w(W_CAPACITY).load(Ordering::Relaxed) as usize
+    }
+
+    /// The generation in force (0: none).
+    pub fn generation(&self) -> u64 {
+        self.w(W_GENERATION).load(Ordering::Acquire)
+    }
+
+    /// Publishes `bytes` as the next generation. Single writer only. Returns
+    /// the new generation, or `None` if the bytes exceed the slot capacity.
+    pub fn publish(&self, bytes: &[u8], now_unix_nanos: u64) -> Option<u64> {
+        let capacity = self.capacity();
+        if bytes.len() > capacity {
+            return None;
+        }
+        let generation = self.w(W_GENERATION).load(Ordering::Relaxed) + 1;
+        let s = (generation & 1) as usize;
+        let data = HEADER_WORDS + s * capacity / 8;
+
+        let seq = self.slot(s, S_SEQ).load(Ordering::Relaxed);
+        self.slot(s, S_SEQ).store(seq + 1, Ordering::Relaxed);
+        // Release fence: a reader that observes any store below also observes
+        // the odd sequence, and so discards its copy.
+        fence(Ordering::Release);
+        for (i, chunk) in bytes.chunks(8).enumerate() {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0[data + i].store(u64::from_le_bytes(word), Ordering::Relaxed);
+        }
+        self.slot(s, S_GENERATION)
+            .store(generation, Ordering::Relaxed);
+        self.slot(s, S_LEN).store(bytes.len() as u64, Ordering::Relaxed);
+        self.slot(s, S_CRC)
+            .store(u64::from(crc32fast::hash(bytes)), Ordering::Relaxed);
+        self.slot(s, S_PUBLISHED)
+            .store(now_unix_nanos, Ordering::Relaxed);
+        // Release: the slot's content happens-before the even sequence.
+        self.slot(s, S_SEQ).store(seq + 2, Ordering::Release);
+        self.w(W_PUBLISHED).store(now_unix_nanos, Ordering::Relaxed);
+        // Release: a reader that loads this generation sees the finished slot.
+        self.w(W_GENERATION).store(generation, Ordering::Release);
+        Some(generation)
+    }
+
+    /// Announces that the segment moved to `path`.
+    pub fn announce_move(&self, path: &Path) {
+        let bytes = path.as_os_str().as_encoded_bytes();
+        let len = bytes.len().min(MOVED_PATH_MAX);
+        for (i, chunk) in bytes[..len].chunks(8).enumerate() {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.w(W_MOVED_PATH + i)
+                .store(u64::from_le_bytes(word), Ordering::Relaxed);
+        }
+        self.w(W_MOVED_PATH_LEN).store(len as u64, Ordering::Relaxed);
+        // Release: a reader that sees the flag sees the path.
+        self.w(W_MOVED).store(1, Ordering::Release);
+    }
+
+    /// The path this segment moved to, if it did.
+    pub fn moved_to(&self) -> Option<PathBuf> {
+        if self.w(W_MOVED).load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let len = (self.w(W_MOVED_PATH_LEN).load(Ordering::Relaxed) as usize).min(MOVED_PATH_MAX);
+        let mut bytes = Vec::with_capacity(MOVED_PATH_MAX);
+        for i in 0..len.div_ceil(8) {
+            bytes.extend_from_slice(
+                &self.w(W_MOVED_PATH + i).load(Ordering::Relaxed).to_le_bytes(),
+            );
+        }
+        bytes.truncate(len);
+        Some(PathBuf::from(String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
+    /// Reads the generation in force if it differs from `last`.
+    pub fn read(&self, last: u64) -> Result<ReadOutcome, SlotError> {
+        if let Some(path) = self.moved_to() {
+            return Ok(ReadOutcome::Moved(path));
+        }
+        let capacity = self.capacity();
+        if capacity % 8 != 0 || Self::len_for(capacity) != self.0.len() {
+            return Err(SlotError::Header("slot capacity changed"));
+        }
+        for _ in 0..READ_ATTEMPTS {
+            let generation = self.generation();
+            if generation == 0 {
+                return Ok(ReadOutcome::Empty);
+            }
+            if generation == last {
+                return Ok(ReadOutcome::Unchanged);
+            }
+            let s = (generation & 1) as usize;
+            let seq1 = self.slot(s, S_SEQ).load(Ordering::Acquire);
+            if seq1 & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let slot_generation = self.slot(s, S_GENERATION).load(Ordering::Relaxed);
+            let len = self.slot(s, S_LEN).load(Ordering::Relaxed);
+            let crc = self.slot(s, S_CRC).load(Ordering::Relaxed);
+            let published = self.slot(s, S_PUBLISHED).load(Ordering::Relaxed);
+            let copy_len = (len as usize).min(capacity);
+            let data = HEADER_WORDS + s * capacity / 8;
+            let mut bytes = Vec::with_capacity(copy_len.div_ceil(8) * 8);
+            for w in &self.0[data..data + copy_len.div_ceil(8)] {
+                bytes.extend_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+            }
+            // Acquire fence: the loads above happen-before the re-read of the
+            // sequence, so a writer that touched the slot meanwhile is seen.
+            fence(Ordering::Acquire);
+            let seq2 = self.slot(s, S_SEQ).load(Ordering::Relaxed);
+            if seq1 != seq2 || slot_generation != generation {
+                std::hint::spin_loop();
+                continue;
+            }
+            // The copy is consistent; now judge its content.
+            if len > capacity as u64 {
+                return Err(SlotError::Length {
+                    len,
+                    capacity: capacity as u64,
+                });
+            }
+            bytes.truncate(copy_len);
+            if u64::from(crc32fast::hash(&bytes)) != crc {
+                return Err(SlotError::Checksum);
+            }
+            return Ok(ReadOutcome::Snapshot(Published {
+                generation,
+                published_unix_nanos: published,
+                bytes,
+            }));
+        }
+        Ok(ReadOutcome::Busy)
+    }
+}
+
+/// A mapped segment file.
+struct Mapping {
+    map: Map,
+}
+
+enum Map {
+    ReadOnly(memmap2::Mmap),
+    ReadWrite(memmap2::MmapMut),
+}
+
+impl Mapping {
+    fn words(&self) -> Words<'_> {
+        let bytes: &[u8] = match &self.map {
+            Map::ReadOnly(m) => m,
+            Map::ReadWrite(m) => m,
+        };
+        assert!(bytes.as_ptr() as usize % 8 == 0 && bytes.len() % 8 == 0);
+        // SAFETY: the mapping is page-aligned (so 8-byte aligned, asserted above)
+        // and its length is a multiple of 8 (asserted), so it is a valid
+        // `[AtomicU64]` of len/8 elements, which has the same size and
+        // alignment as `[u64]`. The slice borrows `self`, so it cannot outlive
+        // the mapping. Other processes write to this memory concurrently, which
+        // is exactly why it is only ever accessed through atomics. Atomic loads
+        // from a read-only mapping are fine for word-sized atomics on every
+        // platform we support (x86-64, aarch64).
+        #[allow(unsafe_code)]
+        let words =
+            unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<AtomicU64>(), bytes.len() / 8) };
+        Words(words)
+    }
+}
+
+fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> SegmentError + 'a {
+    move |source| SegmentError::Io {
+        path: path.to_owned(),
+        op,
+        source,
+    }
+}
+
+/// The controlplane's side: publishes snapshots, growing the segment on need.
+pub struct Writer {
+    path: PathBuf,
+    mapping: Mapping,
+    _lock: File,
+}
+
+impl Writer {
+    /// Opens the segment at `path` for writing, continuing its generation if
+    /// it already holds a valid segment (so running dataplanes keep following
+    /// it across a controlplane restart), else creating a new one.
+    pub fn open_or_create(path: &Path) -> Result<Self, SegmentError> {
+        let lock_path = path.with_extension("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(io_err(path, "create lock file"))?;
+        lock.try_lock().map_err(|e| match e {
+            std::fs::TryLockError::WouldBlock => SegmentError::Locked(path.to_owned()),
+            std::fs::TryLockError::Error(source) => SegmentError::Io {
+                path: path.to_owned(),
+                op: "lock",
+                source,
+            },
+        })?;
+        if let Ok(existing) = Self::map_existing(path) {
+            if existing.words().check_header().is_ok() {
+                return Ok(Self {
+                    path: path.to_owned(),
+                    mapping: existing,
+                    _lock: lock,
+                });
+            }
+        }
+        let mapping = create_segment(path, DEFAULT_SLOT_CAPACITY, 0)?;
+        Ok(Self {
+            path: path.to_owned(),
+            mapping,
+            _lock: lock,
+        })
+    }
+
+    fn map_existing(path: &Path) -> Result<Mapping, SegmentError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(io_err(path, "open"))?;
+        // SAFETY: see `Mapping::words`: the file is only accessed through
+        // atomics, so concurrent modification by other processes is sound.
+        #[allow(unsafe_code)]
+        let map = unsafe { memmap2::MmapMut::map_mut(&file) }.map_err(io_err(path, "map"))?;
+        Ok(Mapping {
+            map: Map::ReadWrite(map),
+        })
+    }
+
+    /// The generation in force.
+    pub fn generation(&self) -> u64 {
+        self.mapping.words().generation()
+    }
+
+    /// The slot capacity in bytes.
+    pub fn capacity(&self) -> usize {
+        self.mapping.words().capacity()
+    }
+
+    /// Publishes `bytes`, moving to a larger segment if they do not fit.
+    pub fn publish(&mut self, bytes: &[u8]) -> Result<u64, SegmentError> {
+        let now = unix_nanos();
+        if let Some(g) = self.mapping.words().publish(bytes, now) {
+            return Ok(g);
+        }
+        let capacity = (bytes.len() * 2).next_multiple_of(8).max(self.capacity() * 2);
+        let generation = self.generation();
+        let bigger = create_segment(&self.path, capacity, generation)?;
+        let g = bigger
+            .words()
+            .publish(bytes, now)
+            .expect("a segment sized for these bytes holds them");
+        // The new file now sits at `path`; tell readers of the old mapping.
+        self.mapping.words().announce_move(&self.path);
+        self.mapping = bigger;
+        Ok(g)
+    }
+
+    /// Words of the live mapping, for fault-injection tests.
+    pub fn words(&self) -> Words<'_> {
+        self.mapping.words()
+    }
+}
+
+/// Builds a complete segment beside `path`, then renames it over `path`, so
+/// no reader ever maps a half-initialised file.
+fn create_segment(path: &Path, capacity: usize, generation: u64) -> Result<Mapping, SegmentError> {
+    let capacity = capacity.next_multiple_of(8);
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".new-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_err(path, "create"))?;
+    file.set_len((Words::len_for(capacity) * 8) as u64)
+        .map_err(io_err(path, "size"))?;
+    // SAFETY: see `Mapping::words`.
+    #[allow(unsafe_code)]
+    let map = unsafe { memmap2::MmapMut::map_mut(&file) }.map_err(io_err(path, "map"))?;
+    let mapping = Mapping {
+        map: Map::ReadWrite(map),
+    };
+    mapping.words().init(capacity, generation);
+    std::fs::rename(&tmp, path).map_err(io_err(path, "rename"))?;
+    Ok(mapping)
+}
+
+/// The dataplane's side: a read-only view of the segment.
+pub struct Reader {
+    path: PathBuf,
+    mapping: Mapping,
+}
+
+impl Reader {
+    /// Maps the segment at `path` read-only and checks its header.
+    pub fn open(path: &Path) -> Result<Self, SegmentError> {
+        let file = File::open(path).map_err(io_err(path, "open"))?;
+        // SAFETY: see `Mapping::words`.
+        #[allow(unsafe_code)]
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err(path, "map"))?;
+        let mapping = Mapping {
+            map: Map::ReadOnly(map),
+        };
+        mapping
+            .words()
+            .check_header()
+            .map_err(|reason| SegmentError::Invalid {
+                path: path.to_owned(),
+                reason,
+            })?;
+        Ok(Self {
+            path: path.to_owned(),
+            mapping,
+        })
+    }
+
+    /// The path this reader was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The generation in force, without copying anything.
+    pub fn generation(&self) -> u64 {
+        self.mapping.words().generation()
+    }
+
+    /// Reads the snapshot in force if it is newer than `last`; follows moves.
+    pub fn read(&mut self, last: u64) -> Result<ReadOutcome, SlotError> {
+        match self.mapping.words().read(last)? {
+            ReadOutcome::Moved(path) => match Reader::open(&path) {
+                Ok(next) => {
+                    *self = next;
+                    self.mapping.words().read(last)
+                }
+                Err(_) => Ok(ReadOutcome::Moved(path)),
+            },
+            other => Ok(other),
+        }
+    }
+}
+
+/// Fault injection for end-to-end tests (feature `testing`, never shipped):
+/// publishes `bytes` into the live segment at `path` as the next generation,
+/// bypassing the controlplane's lock, with a valid seqlock and checksum, as a
+/// buggy writer would. Proves the dataplane rejects what does not decode.
+#[cfg(feature = "testing")]
+pub fn inject_for_testing(path: &Path, bytes: &[u8]) -> Result<u64, SegmentError> {
+    let mapping = Writer::map_existing(path)?;
+    mapping
+        .words()
+        .check_header()
+        .map_err(|reason| SegmentError::Invalid {
+            path: path.to_owned(),
+            reason,
+        })?;
+    mapping
+        .words()
+        .publish(bytes, unix_nanos())
+        .ok_or(SegmentError::Invalid {
+            path: path.to_owned(),
+            reason: "injected bytes exceed the slot",
+        })
+}
+
+fn unix_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    fn region(capacity: usize) -> Vec<AtomicU64> {
+        (0..Words::len_for(capacity)).map(|_| AtomicU64::new(0)).collect()
+    }
+
+    /// A payload whose every byte and length derive from its generation, so a
+    /// reader can tell a torn copy from a consistent one without the CRC.
+    fn payload(generation: u64) -> Vec<u8> {
+        let len = 1 + (generation as usize * 7919) % 3000;
+        vec![generation as u8; len]
+    }
+
+    #[test]
+    fn publishes_alternating_slots_and_reads_back() {
+        let r = region(4096);
+        let w = Words::new(&r);
+        w.init(4096, 0);
+        assert_eq!(w.read(0).unwrap(), ReadOutcome::Empty);
+        assert_eq!(w.publish(b"one", 7), Some(1));
+        assert_eq!(w.publish(b"two!", 8), Some(2));
+        match w.read(0).unwrap() {
+            ReadOutcome::Snapshot(p) => {
+                assert_eq!(p.generation, 2);
+                assert_eq!(p.bytes, b"two!");
+                assert_eq!(p.published_unix_nanos, 8);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(w.read(2).unwrap(), ReadOutcome::Unchanged);
+    }
+
+    #[test]
+    fn refuses_bytes_beyond_capacity() {
+        let r = region(16);
+        let w = Words::new(&r);
+        w.init(16, 0);
+        assert_eq!(w.publish(&[1; 17], 0), None);
+        assert_eq!(w.generation(), 0);
+    }
+
+    #[test]
+    fn detects_checksum_corruption() {
+        let r = region(64);
+        let w = Words::new(&r);
+        w.init(64, 0);
+        w.publish(b"hello world", 0);
+        // Flip a data bit of slot 1 (generation 1) behind the seqlock's back.
+        r[HEADER_WORDS + 64 / 8].fetch_xor(1, Ordering::Relaxed);
+        assert_eq!(w.read(0), Err(SlotError::Checksum));
+    }
+
+    #[test]
+    fn a_writer_racing_readers_never_yields_a_torn_snapshot() {
+        let capacity = 4096;
+        let r: Arc<Vec<AtomicU64>> = Arc::new(region(capacity));
+        Words::new(&r).init(capacity, 0);
+        let stop = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let r = Arc::clone(&r);
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    let w = Words::new(&r);
+                    let (mut last, mut accepted) = (0, 0u64);
+                    while !stop.load(Ordering::Relaxed) {
+                        match w.read(last).expect("no corruption in this test") {
+                            ReadOutcome::Snapshot(p) => {
+                                assert_eq!(p.bytes, payload(p.generation), "torn read");
+                                assert!(p.generation > last);
+                                last = p.generation;
+                                accepted += 1;
+                            }
+                            ReadOutcome::Empty | ReadOutcome::Unchanged | ReadOutcome::Busy => {}
+                            ReadOutcome::Moved(_) => unreachable!(),
+                        }
+                    }
+                    accepted
+                })
+            })
+            .collect();
+        let writes = if cfg!(miri) { 50 } else { 20_000 };
+        let w = Words::new(&r);
+        for g in 1..=writes {
+            assert_eq!(w.publish(&payload(g), g), Some(g));
+        }
+        stop.store(true, Ordering::Relaxed);
+        for h in readers {
+            h.join().expect("reader saw a torn snapshot");
+        }
+    }
+
+    #[test]
+    fn file_segment_grows_and_readers_follow() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg");
+        let mut writer = Writer::open_or_create(&path).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(writer.publish(b"small").unwrap(), 1);
+        let mut reader = Reader::open(&path).unwrap();
+        let big = vec![42u8; DEFAULT_SLOT_CAPACITY + 10];
+        assert_eq!(writer.publish(&big).unwrap(), 2);
+        match reader.read(1).unwrap() {
+            ReadOutcome::Snapshot(p) => {
+                assert_eq!(p.generation, 2);
+                assert_eq!(p.bytes.len(), big.len());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(reader.mapping.words().capacity() > DEFAULT_SLOT_CAPACITY);
+    }
+
+    #[test]
+    fn a_second_writer_is_refused_and_a_restarted_one_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg");
+        let mut writer = Writer::open_or_create(&path).unwrap();
+        writer.publish(b"a").unwrap();
+        assert!(matches!(
+            Writer::open_or_create(&path),
+            Err(SegmentError::Locked(_))
+        ));
+        drop(writer);
+        let mut again = Writer::open_or_create(&path).unwrap();
+        assert_eq!(again.publish(b"b").unwrap(), 2);
+    }
+}
