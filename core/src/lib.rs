@@ -18,6 +18,8 @@
 #![warn(missing_docs)]
 
 pub mod http1;
+#[cfg(feature = "logging")]
+pub mod logging;
 pub mod route;
 pub mod shm;
 pub mod snapshot;

@@ -1,0 +1,144 @@
+//! The indexed object store: every Gateway API and Kubernetes object the
+//! controlplane knows, by kind, namespace and name.
+//!
+//! Providers (the YAML directory now, the Kubernetes API later) fill it; the
+//! pure [`crate::translate`] reads it. Keys are ordered, so translation visits
+//! objects in a stable order and equal stores give equal snapshots.
+
+use gateway_api::gatewayclasses::GatewayClass;
+use gateway_api::gateways::Gateway;
+use gateway_api::httproutes::HttpRoute;
+use gateway_api::referencegrants::ReferenceGrant;
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use std::collections::BTreeMap;
+
+/// `(namespace, name)` of a namespaced object.
+pub type Key = (String, String);
+
+/// One typed object, as a provider hands it over.
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // objects are moved a few at a time, never per request
+pub enum Object {
+    /// gateway.networking.k8s.io GatewayClass.
+    GatewayClass(GatewayClass),
+    /// gateway.networking.k8s.io Gateway.
+    Gateway(Gateway),
+    /// gateway.networking.k8s.io HTTPRoute.
+    HttpRoute(HttpRoute),
+    /// gateway.networking.k8s.io ReferenceGrant.
+    ReferenceGrant(ReferenceGrant),
+    /// v1 Namespace.
+    Namespace(Namespace),
+    /// v1 Service.
+    Service(Service),
+    /// discovery.k8s.io/v1 EndpointSlice.
+    EndpointSlice(EndpointSlice),
+    /// v1 Secret.
+    Secret(Secret),
+}
+
+/// The kinds the store holds, by their Kubernetes `kind`.
+pub const KINDS: [&str; 8] = [
+    "GatewayClass",
+    "Gateway",
+    "HTTPRoute",
+    "ReferenceGrant",
+    "Namespace",
+    "Service",
+    "EndpointSlice",
+    "Secret",
+];
+
+/// Every object known, indexed.
+#[derive(Debug, Clone, Default)]
+pub struct Store {
+    /// GatewayClasses by name (cluster-scoped).
+    pub gateway_classes: BTreeMap<String, GatewayClass>,
+    /// Gateways.
+    pub gateways: BTreeMap<Key, Gateway>,
+    /// HTTPRoutes.
+    pub http_routes: BTreeMap<Key, HttpRoute>,
+    /// ReferenceGrants.
+    pub reference_grants: BTreeMap<Key, ReferenceGrant>,
+    /// Namespaces by name.
+    pub namespaces: BTreeMap<String, Namespace>,
+    /// Services.
+    pub services: BTreeMap<Key, Service>,
+    /// EndpointSlices.
+    pub endpoint_slices: BTreeMap<Key, EndpointSlice>,
+    /// Secrets.
+    pub secrets: BTreeMap<Key, Secret>,
+}
+
+fn key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Key {
+    (
+        meta.namespace.clone().unwrap_or_else(|| "default".to_owned()),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+impl Store {
+    /// Adds or replaces an object. Namespaced objects without a namespace go
+    /// to `default`, as `kubectl apply` would put them.
+    pub fn insert(&mut self, object: Object) {
+        match object {
+            Object::GatewayClass(o) => {
+                let name = o.metadata.name.clone().unwrap_or_default();
+                self.gateway_classes.insert(name, o);
+            }
+            Object::Gateway(o) => {
+                self.gateways.insert(key(&o.metadata), o);
+            }
+            Object::HttpRoute(o) => {
+                self.http_routes.insert(key(&o.metadata), o);
+            }
+            Object::ReferenceGrant(o) => {
+                self.reference_grants.insert(key(&o.metadata), o);
+            }
+            Object::Namespace(o) => {
+                let name = o.metadata.name.clone().unwrap_or_default();
+                self.namespaces.insert(name, o);
+            }
+            Object::Service(o) => {
+                self.services.insert(key(&o.metadata), o);
+            }
+            Object::EndpointSlice(o) => {
+                self.endpoint_slices.insert(key(&o.metadata), o);
+            }
+            Object::Secret(o) => {
+                self.secrets.insert(key(&o.metadata), o);
+            }
+        }
+    }
+
+    /// Labels of a namespace, including the `kubernetes.io/metadata.name`
+    /// label the API server adds to every namespace. A namespace that was
+    /// never declared (standalone mode allows that) has only that label.
+    pub fn namespace_labels(&self, namespace: &str) -> BTreeMap<String, String> {
+        let mut labels = self
+            .namespaces
+            .get(namespace)
+            .and_then(|n| n.metadata.labels.clone())
+            .unwrap_or_default();
+        labels.insert(
+            "kubernetes.io/metadata.name".to_owned(),
+            namespace.to_owned(),
+        );
+        labels
+    }
+
+    /// Number of objects held, by kind, for logs and metrics.
+    pub fn counts(&self) -> [(&'static str, usize); 8] {
+        [
+            (KINDS[0], self.gateway_classes.len()),
+            (KINDS[1], self.gateways.len()),
+            (KINDS[2], self.http_routes.len()),
+            (KINDS[3], self.reference_grants.len()),
+            (KINDS[4], self.namespaces.len()),
+            (KINDS[5], self.services.len()),
+            (KINDS[6], self.endpoint_slices.len()),
+            (KINDS[7], self.secrets.len()),
+        ]
+    }
+}

@@ -1,0 +1,673 @@
+//! Translation: a pure function from the object [`Store`] to the dataplane's
+//! [`Snapshot`] and the objects' [`Status`].
+//!
+//! Invalid pieces never abort translation: each becomes a status condition
+//! with the spec's reason, and the rest of the configuration still ships.
+//!
+//! Steps: our GatewayClasses → their Gateways and listeners (addresses,
+//! protocols, hostname/protocol conflicts per address and port) → routes
+//! attached through parentRefs (sectionName, port, allowedRoutes kinds and
+//! namespaces, hostname intersection) → backendRefs resolved to endpoints
+//! (ReferenceGrants, Service ports, EndpointSlices) → rules ordered by the
+//! spec's precedence in each listener's virtual hosts.
+
+mod backends;
+#[cfg(test)]
+mod tests;
+
+use crate::status::{
+    Condition, GatewayClassStatus, GatewayStatus, ListenerStatus, ParentRef, RouteParentStatus,
+    RouteStatus, Status, CONTROLLER_NAME,
+};
+use crate::store::{Key, Store};
+use backends::BackendResolver;
+use gateway_api::gateways::{Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom};
+use gateway_api::httproutes::{
+    HttpRoute, HttpRouteRules, HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType,
+    HttpRouteRulesMatchesPathType, HttpRouteRulesMatchesQueryParamsType,
+};
+use shardgate_core::route::{intersect_hostnames, scope_order, HostnameScope, Precedence};
+use shardgate_core::{
+    HeaderMatch, HostMatch, Hostname, Listener, ListenerProtocol, MatchKind, ObjectRef, PathMatch,
+    QueryMatch, RouteMatch, RouteRef, Rule, Snapshot, Timeouts, VirtualHost,
+};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+/// The Gateway API group.
+pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+
+/// Features this implementation claims, in upstream names.
+pub const SUPPORTED_FEATURES: &[&str] = &["Gateway", "HTTPRoute", "ReferenceGrant"];
+
+/// Settings that are not in the objects.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where Gateways without `spec.addresses` listen.
+    pub default_address: IpAddr,
+}
+
+/// The result of one translation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Translation {
+    /// What the dataplane serves.
+    pub snapshot: Snapshot,
+    /// What the objects' status says.
+    pub status: Status,
+}
+
+/// A listener as translation tracks it.
+struct ListenerState {
+    gateway: usize,
+    name: String,
+    addresses: Vec<IpAddr>,
+    port: u16,
+    protocol: Option<ListenerProtocol>,
+    hostname: Option<Hostname>,
+    kinds: Vec<&'static str>,
+    spec: GatewayListeners,
+    conditions_extra: Vec<Condition>,
+    invalid: Option<(&'static str, String)>,
+    conflicted: Option<&'static str>,
+    attached: u32,
+    /// (scope, precedence, rule) of every attached route match.
+    rules: Vec<(HostnameScope, Precedence, Rule)>,
+}
+
+impl ListenerState {
+    fn usable(&self) -> bool {
+        self.invalid.is_none() && self.conflicted.is_none() && self.protocol.is_some()
+    }
+}
+
+/// Translates the store.
+pub fn translate(store: &Store, opts: &Options) -> Translation {
+    let mut status = Status::default();
+    let classes: Vec<&str> = store
+        .gateway_classes
+        .iter()
+        .filter(|(_, c)| c.spec.controller_name == CONTROLLER_NAME)
+        .map(|(name, c)| {
+            status.classes.push(GatewayClassStatus {
+                name: name.clone(),
+                generation: c.metadata.generation.unwrap_or(0),
+                conditions: vec![Condition::new("Accepted", true, "Accepted", "accepted by shardgate")],
+                supported_features: SUPPORTED_FEATURES.iter().map(|s| (*s).to_owned()).collect(),
+            });
+            name.as_str()
+        })
+        .collect();
+
+    // Gateways of our classes, with their listeners.
+    let gateways: Vec<(&Key, &Gateway)> = store
+        .gateways
+        .iter()
+        .filter(|(_, g)| classes.contains(&g.spec.gateway_class_name.as_str()))
+        .collect();
+    let mut listeners: Vec<ListenerState> = Vec::new();
+    let mut gateway_addresses: Vec<Result<Vec<IpAddr>, String>> = Vec::new();
+    for (gi, (_, gw)) in gateways.iter().enumerate() {
+        let addresses = gateway_addresses_of(gw, opts);
+        let bind = addresses.clone().unwrap_or_default();
+        for l in &gw.spec.listeners {
+            listeners.push(listener_state(gi, l, bind.clone()));
+        }
+        gateway_addresses.push(addresses);
+    }
+    mark_conflicts(&mut listeners);
+
+    // Routes.
+    let mut resolver = BackendResolver::new(store);
+    for ((ns, name), route) in &store.http_routes {
+        if let Some(s) = attach_http_route(ns, name, route, &gateways, &mut listeners, store, &mut resolver) {
+            status.routes.push(s);
+        }
+    }
+
+    // Gateway status and the snapshot.
+    let mut snapshot = Snapshot::default();
+    for (gi, ((ns, name), gw)) in gateways.iter().enumerate() {
+        let mut gs = GatewayStatus {
+            namespace: ns.clone(),
+            name: name.clone(),
+            generation: gw.metadata.generation.unwrap_or(0),
+            addresses: Vec::new(),
+            conditions: Vec::new(),
+            listeners: Vec::new(),
+        };
+        let addresses_ok = match &gateway_addresses[gi] {
+            Ok(addrs) => {
+                gs.addresses = addrs.iter().map(ToString::to_string).collect();
+                true
+            }
+            Err(msg) => {
+                gs.conditions.push(Condition::new("Accepted", false, "UnsupportedAddress", msg.clone()));
+                gs.conditions.push(Condition::new("Programmed", false, "AddressNotUsable", msg.clone()));
+                false
+            }
+        };
+        let mine: Vec<&mut ListenerState> = listeners.iter_mut().filter(|l| l.gateway == gi).collect();
+        let all_valid = mine.iter().all(|l| l.invalid.is_none());
+        if addresses_ok {
+            if all_valid {
+                gs.conditions.push(Condition::new("Accepted", true, "Accepted", "accepted"));
+            } else {
+                gs.conditions.push(Condition::new(
+                    "Accepted",
+                    true,
+                    "ListenersNotValid",
+                    "some listeners are invalid",
+                ));
+            }
+            gs.conditions.push(Condition::new("Programmed", true, "Programmed", "programmed"));
+        }
+        for l in mine {
+            gs.listeners.push(listener_status(l));
+            if addresses_ok && l.usable() {
+                for address in l.addresses.clone() {
+                    snapshot.listeners.push(listener_snapshot(ns, name, l, address));
+                }
+            }
+        }
+        status.gateways.push(gs);
+    }
+    snapshot.backends = resolver.into_backends();
+    Translation { snapshot, status }
+}
+
+fn gateway_addresses_of(gw: &Gateway, opts: &Options) -> Result<Vec<IpAddr>, String> {
+    let Some(addrs) = gw.spec.addresses.as_ref().filter(|a| !a.is_empty()) else {
+        return Ok(vec![opts.default_address]);
+    };
+    addrs
+        .iter()
+        .map(|a| {
+            let kind = a.r#type.as_deref().unwrap_or("IPAddress");
+            let value = a.value.as_deref().unwrap_or("");
+            if kind != "IPAddress" {
+                return Err(format!("address type {kind} is not supported"));
+            }
+            IpAddr::from_str(value).map_err(|_| format!("address {value:?} is not an IP address"))
+        })
+        .collect()
+}
+
+fn listener_state(gateway: usize, l: &GatewayListeners, addresses: Vec<IpAddr>) -> ListenerState {
+    let mut state = ListenerState {
+        gateway,
+        name: l.name.clone(),
+        addresses,
+        port: 0,
+        protocol: None,
+        hostname: None,
+        kinds: Vec::new(),
+        spec: l.clone(),
+        conditions_extra: Vec::new(),
+        invalid: None,
+        conflicted: None,
+        attached: 0,
+        rules: Vec::new(),
+    };
+    match u16::try_from(l.port) {
+        Ok(p) if p > 0 => state.port = p,
+        _ => state.invalid = Some(("PortUnavailable", format!("port {} is out of range", l.port))),
+    }
+    match l.protocol.as_str() {
+        "HTTP" => {
+            state.protocol = Some(ListenerProtocol::Http);
+            state.kinds = vec!["HTTPRoute"];
+        }
+        other => {
+            state.invalid = Some(("UnsupportedProtocol", format!("protocol {other} is not supported yet")));
+        }
+    }
+    if let Some(h) = &l.hostname {
+        match Hostname::try_from(h.as_str()) {
+            Ok(h) => state.hostname = Some(h),
+            Err(e) => state.invalid = Some(("UnsupportedValue", e.to_string())),
+        }
+    }
+    // allowedRoutes.kinds narrows the supported kinds; unknown ones are an error.
+    if let Some(kinds) = l.allowed_routes.as_ref().and_then(|a| a.kinds.as_ref()) {
+        let mut allowed = Vec::new();
+        let mut bad = Vec::new();
+        for k in kinds {
+            let group = k.group.as_deref().unwrap_or(GATEWAY_GROUP);
+            match state.kinds.iter().find(|s| **s == k.kind && group == GATEWAY_GROUP) {
+                Some(s) => allowed.push(*s),
+                None => bad.push(k.kind.clone()),
+            }
+        }
+        if !bad.is_empty() {
+            state.conditions_extra.push(Condition::new(
+                "ResolvedRefs",
+                false,
+                "InvalidRouteKinds",
+                format!("unsupported route kinds: {}", bad.join(", ")),
+            ));
+        }
+        state.kinds = allowed;
+    }
+    state
+}
+
+/// Listeners that share an address and port must agree on protocol and have
+/// distinct hostnames (Gateway API: Conflicted, ProtocolConflict /
+/// HostnameConflict). Conflicted listeners are not programmed.
+fn mark_conflicts(listeners: &mut [ListenerState]) {
+    let n = listeners.len();
+    for i in 0..n {
+        for j in 0..n {
+            if i == j || listeners[i].invalid.is_some() || listeners[j].invalid.is_some() {
+                continue;
+            }
+            let (a, b) = (&listeners[i], &listeners[j]);
+            let shared = a.port == b.port && a.addresses.iter().any(|x| b.addresses.contains(x));
+            if !shared {
+                continue;
+            }
+            if a.protocol != b.protocol {
+                listeners[i].conflicted = Some("ProtocolConflict");
+            } else if a.hostname == b.hostname && listeners[i].conflicted.is_none() {
+                listeners[i].conflicted = Some("HostnameConflict");
+            }
+        }
+    }
+}
+
+fn listener_status(l: &ListenerState) -> ListenerStatus {
+    let mut conditions = Vec::new();
+    match &l.invalid {
+        Some((reason, msg)) => {
+            conditions.push(Condition::new("Accepted", false, reason, msg.clone()));
+            conditions.push(Condition::new("Programmed", false, "Invalid", msg.clone()));
+        }
+        None => {
+            conditions.push(Condition::new("Accepted", true, "Accepted", "accepted"));
+            if l.conflicted.is_some() {
+                conditions.push(Condition::new("Programmed", false, "Invalid", "listener conflicts"));
+            } else {
+                conditions.push(Condition::new("Programmed", true, "Programmed", "programmed"));
+            }
+        }
+    }
+    let resolved = l.conditions_extra.iter().find(|c| c.kind == "ResolvedRefs").cloned();
+    conditions.push(resolved.unwrap_or_else(|| Condition::new("ResolvedRefs", true, "ResolvedRefs", "resolved")));
+    conditions.push(match l.conflicted {
+        Some(reason) => Condition::new("Conflicted", true, reason, "another listener uses this port"),
+        None => Condition::new("Conflicted", false, "NoConflicts", "no conflicts"),
+    });
+    ListenerStatus {
+        name: l.name.clone(),
+        supported_kinds: l.kinds.clone(),
+        attached_routes: l.attached,
+        conditions,
+    }
+}
+
+/// Builds the snapshot listener: rules grouped by hostname scope, each scope
+/// falling through to the broader scopes that also match its hosts, so the
+/// first matching rule in the spec's precedence order wins.
+fn listener_snapshot(ns: &str, gw: &str, l: &ListenerState, address: IpAddr) -> Listener {
+    let mut scopes: BTreeMap<HostnameScope, Vec<(Precedence, Rule)>> = BTreeMap::new();
+    for (scope, prec, rule) in &l.rules {
+        scopes
+            .entry(scope.clone())
+            .or_default()
+            .push((prec.clone(), rule.clone()));
+    }
+    for rules in scopes.values_mut() {
+        rules.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    let mut ordered: Vec<&HostnameScope> = scopes.keys().collect();
+    ordered.sort_by(|a, b| scope_order(a, b));
+    let virtual_hosts = ordered
+        .iter()
+        .map(|scope| {
+            let rules = ordered
+                .iter()
+                .filter(|broader| covers(broader, scope))
+                .flat_map(|broader| scopes[*broader].iter().map(|(_, r)| r.clone()))
+                .collect();
+            VirtualHost {
+                host: match scope {
+                    HostnameScope::Name(h) if h.is_wildcard() => HostMatch::Wildcard(h.clone()),
+                    HostnameScope::Name(h) => HostMatch::Exact(h.clone()),
+                    HostnameScope::Any => HostMatch::Any,
+                },
+                rules,
+            }
+        })
+        .collect();
+    Listener {
+        gateway: ObjectRef {
+            namespace: ns.to_owned(),
+            name: gw.to_owned(),
+        },
+        name: l.name.clone(),
+        address,
+        port: l.port,
+        protocol: l.protocol.unwrap_or(ListenerProtocol::Http),
+        hostname: l.hostname.clone(),
+        virtual_hosts,
+    }
+}
+
+/// Whether every host matched by `inner` is also matched by `outer`.
+fn covers(outer: &HostnameScope, inner: &HostnameScope) -> bool {
+    match (outer, inner) {
+        (HostnameScope::Any, _) => true,
+        (_, HostnameScope::Any) => false,
+        (HostnameScope::Name(o), HostnameScope::Name(i)) => {
+            o == i
+                || (o.is_wildcard()
+                    && match i.wildcard_suffix() {
+                        Some(s) => o.wildcard_suffix().is_some_and(|os| s.len() > os.len() && s.ends_with(os)),
+                        None => o.matches(i.as_str()),
+                    })
+        }
+    }
+}
+
+/// Why a parentRef did not attach, in the spec's reasons.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum NotAttached {
+    NoMatchingParent,
+    NotAllowedByListeners,
+    NoMatchingListenerHostname,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attach_http_route(
+    ns: &str,
+    name: &str,
+    route: &HttpRoute,
+    gateways: &[(&Key, &Gateway)],
+    listeners: &mut [ListenerState],
+    store: &Store,
+    resolver: &mut BackendResolver<'_>,
+) -> Option<RouteStatus> {
+    let parent_refs = route.spec.parent_refs.clone().unwrap_or_default();
+    let created = route
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or(0, |t| t.0.as_second());
+    let hostnames: Vec<Hostname> = route
+        .spec
+        .hostnames
+        .iter()
+        .flatten()
+        .filter_map(|h| Hostname::try_from(h.as_str()).ok())
+        .collect();
+
+    // Rules are compiled once; they do not depend on the parent.
+    let mut resolved_refs = Condition::new("ResolvedRefs", true, "ResolvedRefs", "all references resolved");
+    let compiled: Result<Vec<(u32, u32, Rule)>, String> = route
+        .spec
+        .rules
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(ri, rule)| compile_rule(ns, name, ri as u32, rule, resolver, &mut resolved_refs))
+        .collect::<Result<Vec<_>, _>>()
+        .map(|v| v.into_iter().flatten().collect());
+
+    let mut parents = Vec::new();
+    for pr in &parent_refs {
+        let group = pr.group.as_deref().unwrap_or(GATEWAY_GROUP);
+        let kind = pr.kind.as_deref().unwrap_or("Gateway");
+        if group != GATEWAY_GROUP || kind != "Gateway" {
+            continue;
+        }
+        let gw_ns = pr.namespace.as_deref().unwrap_or(ns);
+        let Some(gi) = gateways
+            .iter()
+            .position(|((gns, gname), _)| gns == gw_ns && *gname == pr.name)
+        else {
+            continue; // not one of ours: another controller reports on it
+        };
+        let parent_ref = ParentRef {
+            group: group.to_owned(),
+            kind: kind.to_owned(),
+            namespace: gw_ns.to_owned(),
+            name: pr.name.clone(),
+            section_name: pr.section_name.clone(),
+            port: pr.port,
+        };
+        let rules = match &compiled {
+            Ok(rules) => rules,
+            Err(msg) => {
+                parents.push(RouteParentStatus {
+                    parent_ref,
+                    conditions: vec![
+                        Condition::new("Accepted", false, "UnsupportedValue", msg.clone()),
+                        resolved_refs.clone(),
+                    ],
+                });
+                continue;
+            }
+        };
+        let mut attached = false;
+        let mut why = NotAttached::NoMatchingParent;
+        for l in listeners.iter_mut().filter(|l| l.gateway == gi) {
+            if pr.section_name.as_ref().is_some_and(|s| *s != l.name)
+                || pr.port.is_some_and(|p| p != i32::from(l.port))
+            {
+                continue;
+            }
+            if !l.kinds.contains(&"HTTPRoute") || !namespace_allowed(&l.spec, gw_ns, ns, store) {
+                why = why.max(NotAttached::NotAllowedByListeners);
+                continue;
+            }
+            let scopes = intersect_hostnames(l.hostname.as_ref(), &hostnames);
+            if scopes.is_empty() {
+                why = why.max(NotAttached::NoMatchingListenerHostname);
+                continue;
+            }
+            if !l.usable() {
+                continue;
+            }
+            attached = true;
+            l.attached += 1;
+            for scope in scopes {
+                for (ri, mi, rule) in rules {
+                    let prec = Precedence::new(&rule.matches, created, ns, name, *ri, *mi);
+                    l.rules.push((scope.clone(), prec, rule.clone()));
+                }
+            }
+        }
+        let accepted = if attached {
+            Condition::new("Accepted", true, "Accepted", "accepted")
+        } else {
+            let (reason, msg) = match why {
+                NotAttached::NoMatchingParent => ("NoMatchingParent", "no listener matches the parentRef"),
+                NotAttached::NotAllowedByListeners => {
+                    ("NotAllowedByListeners", "no listener allows this route")
+                }
+                NotAttached::NoMatchingListenerHostname => (
+                    "NoMatchingListenerHostname",
+                    "no listener hostname intersects the route's hostnames",
+                ),
+            };
+            Condition::new("Accepted", false, reason, msg)
+        };
+        parents.push(RouteParentStatus {
+            parent_ref,
+            conditions: vec![accepted, resolved_refs.clone()],
+        });
+    }
+    (!parents.is_empty()).then(|| RouteStatus {
+        kind: "HTTPRoute",
+        namespace: ns.to_owned(),
+        name: name.to_owned(),
+        generation: route.metadata.generation.unwrap_or(0),
+        parents,
+    })
+}
+
+/// allowedRoutes.namespaces: Same (default), All, or Selector on the route
+/// namespace's labels.
+fn namespace_allowed(l: &GatewayListeners, gw_ns: &str, route_ns: &str, store: &Store) -> bool {
+    let ns = l.allowed_routes.as_ref().and_then(|a| a.namespaces.as_ref());
+    match ns.and_then(|n| n.from.as_ref()) {
+        None | Some(GatewayListenersAllowedRoutesNamespacesFrom::Same) => gw_ns == route_ns,
+        Some(GatewayListenersAllowedRoutesNamespacesFrom::All) => true,
+        Some(GatewayListenersAllowedRoutesNamespacesFrom::Selector) => {
+            let Some(sel) = ns.and_then(|n| n.selector.as_ref()) else {
+                return false;
+            };
+            let labels = store.namespace_labels(route_ns);
+            let labels_ok = sel
+                .match_labels
+                .iter()
+                .flatten()
+                .all(|(k, v)| labels.get(k) == Some(v));
+            let exprs_ok = sel.match_expressions.iter().flatten().all(|e| {
+                let values = e.values.as_deref().unwrap_or(&[]);
+                let value = labels.get(&e.key);
+                match e.operator.as_str() {
+                    "In" => value.is_some_and(|v| values.contains(v)),
+                    "NotIn" => value.is_none_or(|v| !values.contains(v)),
+                    "Exists" => value.is_some(),
+                    "DoesNotExist" => value.is_none(),
+                    _ => false,
+                }
+            });
+            labels_ok && exprs_ok
+        }
+    }
+}
+
+/// Compiles one HTTPRoute rule into one snapshot rule per match. Invalid
+/// values (bad regex, bad path, bad duration) reject the whole route with
+/// `UnsupportedValue`.
+fn compile_rule(
+    ns: &str,
+    name: &str,
+    index: u32,
+    rule: &HttpRouteRules,
+    resolver: &mut BackendResolver<'_>,
+    resolved_refs: &mut Condition,
+) -> Result<Vec<(u32, u32, Rule)>, String> {
+    let source = RouteRef {
+        kind: "HTTPRoute".to_owned(),
+        route: ObjectRef {
+            namespace: ns.to_owned(),
+            name: name.to_owned(),
+        },
+        rule: index,
+    };
+    let timeouts = match &rule.timeouts {
+        None => Timeouts::default(),
+        Some(t) => Timeouts {
+            request: parse_duration(t.request.as_deref())?,
+            backend_request: parse_duration(t.backend_request.as_deref())?,
+        },
+    };
+    let backends = resolver.resolve_http(ns, rule.backend_refs.as_deref().unwrap_or(&[]), resolved_refs);
+    let default_match = [HttpRouteRulesMatches::default()];
+    let matches = rule.matches.as_deref().filter(|m| !m.is_empty()).unwrap_or(&default_match);
+    matches
+        .iter()
+        .enumerate()
+        .map(|(mi, m)| {
+            Ok((
+                index,
+                mi as u32,
+                Rule {
+                    source: source.clone(),
+                    matches: compile_match(m)?,
+                    backends: backends.clone(),
+                    timeouts,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// A Gateway API duration (GEP-2257); `0s` means no timeout.
+fn parse_duration(v: Option<&str>) -> Result<Option<std::time::Duration>, String> {
+    let Some(v) = v else { return Ok(None) };
+    let d = gateway_api::Duration::from_str(v).map_err(|e| format!("invalid duration {v:?}: {e}"))?;
+    let d = std::time::Duration::from_nanos(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    Ok((!d.is_zero()).then_some(d))
+}
+
+fn compile_match(m: &HttpRouteRulesMatches) -> Result<RouteMatch, String> {
+    let path = match &m.path {
+        None => PathMatch::Prefix("/".to_owned()),
+        Some(p) => {
+            let value = p.value.clone().unwrap_or_else(|| "/".to_owned());
+            match p.r#type.as_ref().unwrap_or(&HttpRouteRulesMatchesPathType::PathPrefix) {
+                HttpRouteRulesMatchesPathType::Exact => {
+                    check_path(&value)?;
+                    PathMatch::Exact(value)
+                }
+                HttpRouteRulesMatchesPathType::PathPrefix => {
+                    check_path(&value)?;
+                    // "/foo/" and "/foo" are the same prefix: matching is by segment.
+                    let trimmed = value.trim_end_matches('/');
+                    PathMatch::Prefix(if trimmed.is_empty() { "/".to_owned() } else { trimmed.to_owned() })
+                }
+                HttpRouteRulesMatchesPathType::RegularExpression => {
+                    regex::Regex::new(&value).map_err(|e| format!("invalid path regex: {e}"))?;
+                    PathMatch::RegularExpression(value)
+                }
+            }
+        }
+    };
+    let mut headers: Vec<HeaderMatch> = Vec::new();
+    for h in m.headers.iter().flatten() {
+        let name = h.name.to_ascii_lowercase();
+        // "If multiple entries specify equivalent header names, only the first
+        // entry with an equivalent name MUST be considered."
+        if headers.iter().any(|e| e.name == name) {
+            continue;
+        }
+        let kind = match h.r#type {
+            Some(HttpRouteRulesMatchesHeadersType::RegularExpression) => {
+                regex::Regex::new(&h.value).map_err(|e| format!("invalid header regex: {e}"))?;
+                MatchKind::RegularExpression
+            }
+            _ => MatchKind::Exact,
+        };
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+            return Err(format!("invalid header name {:?}", h.name));
+        }
+        headers.push(HeaderMatch { name, kind, value: h.value.clone() });
+    }
+    let mut query: Vec<QueryMatch> = Vec::new();
+    for q in m.query_params.iter().flatten() {
+        if query.iter().any(|e| e.name == q.name) {
+            continue;
+        }
+        let kind = match q.r#type {
+            Some(HttpRouteRulesMatchesQueryParamsType::RegularExpression) => {
+                regex::Regex::new(&q.value).map_err(|e| format!("invalid query regex: {e}"))?;
+                MatchKind::RegularExpression
+            }
+            _ => MatchKind::Exact,
+        };
+        if q.name.is_empty() {
+            return Err("empty query parameter name".to_owned());
+        }
+        query.push(QueryMatch { name: q.name.clone(), kind, value: q.value.clone() });
+    }
+    let method = m.method.as_ref().map(|m| {
+        serde_json::to_value(m)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    });
+    Ok(RouteMatch { path, method, headers, query })
+}
+
+fn check_path(p: &str) -> Result<(), String> {
+    if p.starts_with('/') && !p.contains("//") && !p.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        Ok(())
+    } else {
+        Err(format!("invalid path {p:?}"))
+    }
+}

@@ -1,0 +1,190 @@
+//! Resolving backendRefs: kind checks, ReferenceGrants, Service ports and
+//! their ready endpoints from EndpointSlices.
+
+use crate::status::Condition;
+use crate::store::Store;
+use gateway_api::httproutes::HttpRouteRulesBackendRefs;
+use shardgate_core::{AppProtocol, Backend, BackendTarget, WeightedBackend};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+/// Status answered for the share of traffic of an invalid backendRef.
+const INVALID_BACKEND_STATUS: u16 = 500;
+
+/// Collects the snapshot's backends, one per (namespace, Service, port).
+pub(super) struct BackendResolver<'s> {
+    store: &'s Store,
+    index: BTreeMap<(String, String, u16), u32>,
+    backends: Vec<Backend>,
+}
+
+impl<'s> BackendResolver<'s> {
+    pub(super) fn new(store: &'s Store) -> Self {
+        Self {
+            store,
+            index: BTreeMap::new(),
+            backends: Vec::new(),
+        }
+    }
+
+    pub(super) fn into_backends(self) -> Vec<Backend> {
+        self.backends
+    }
+
+    /// Resolves an HTTPRoute rule's backendRefs. The first failure becomes the
+    /// route's ResolvedRefs=False condition; invalid refs keep their weight
+    /// and answer 500, so valid siblings keep serving their share.
+    pub(super) fn resolve_http(
+        &mut self,
+        route_ns: &str,
+        refs: &[HttpRouteRulesBackendRefs],
+        resolved: &mut Condition,
+    ) -> Vec<WeightedBackend> {
+        refs.iter()
+            .map(|r| {
+                let weight = u32::try_from(r.weight.unwrap_or(1)).unwrap_or(0);
+                let target = match self.resolve_ref(
+                    route_ns,
+                    "HTTPRoute",
+                    r.group.as_deref().unwrap_or(""),
+                    r.kind.as_deref().unwrap_or("Service"),
+                    r.namespace.as_deref(),
+                    &r.name,
+                    r.port,
+                ) {
+                    Ok(index) => BackendTarget::Backend(index),
+                    Err((reason, message)) => {
+                        if resolved.status {
+                            *resolved = Condition::new("ResolvedRefs", false, reason, message);
+                        }
+                        BackendTarget::Invalid {
+                            status: INVALID_BACKEND_STATUS,
+                        }
+                    }
+                };
+                WeightedBackend { weight, target }
+            })
+            .collect()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn resolve_ref(
+        &mut self,
+        route_ns: &str,
+        route_kind: &str,
+        group: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+        port: Option<i32>,
+    ) -> Result<u32, (&'static str, String)> {
+        if !group.is_empty() || kind != "Service" {
+            return Err(("InvalidKind", format!("backend kind {group}/{kind} is not supported")));
+        }
+        let ns = namespace.unwrap_or(route_ns);
+        if ns != route_ns && !self.granted(route_ns, route_kind, ns, name) {
+            return Err((
+                "RefNotPermitted",
+                format!("no ReferenceGrant in {ns} allows {route_kind}s from {route_ns} to Service {name}"),
+            ));
+        }
+        let Some(service) = self.store.services.get(&(ns.to_owned(), name.to_owned())) else {
+            return Err(("BackendNotFound", format!("Service {ns}/{name} not found")));
+        };
+        let Some(port) = port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0) else {
+            return Err(("BackendNotFound", format!("backendRef to Service {ns}/{name} needs a port")));
+        };
+        let Some(sp) = service
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.as_ref())
+            .and_then(|ports| ports.iter().find(|p| p.port == i32::from(port)))
+        else {
+            return Err(("BackendNotFound", format!("Service {ns}/{name} has no port {port}")));
+        };
+        let key = (ns.to_owned(), name.to_owned(), port);
+        if let Some(&i) = self.index.get(&key) {
+            return Ok(i);
+        }
+        let protocol = match sp.app_protocol.as_deref() {
+            Some("kubernetes.io/h2c") => AppProtocol::H2c,
+            Some("kubernetes.io/ws") => AppProtocol::WebSocket,
+            _ => AppProtocol::Http1,
+        };
+        let endpoints = self.endpoints(ns, name, sp.name.as_deref().unwrap_or(""));
+        let i = self.backends.len() as u32;
+        self.backends.push(Backend {
+            name: format!("{ns}/{name}:{port}"),
+            protocol,
+            endpoints,
+        });
+        self.index.insert(key, i);
+        Ok(i)
+    }
+
+    /// Whether a ReferenceGrant in `to_ns` lets `from_kind`s in `from_ns`
+    /// reference Service `name`.
+    fn granted(&self, from_ns: &str, from_kind: &str, to_ns: &str, name: &str) -> bool {
+        self.store
+            .reference_grants
+            .range((to_ns.to_owned(), String::new())..)
+            .take_while(|((ns, _), _)| ns == to_ns)
+            .any(|(_, g)| {
+                let from_ok = g.spec.from.iter().any(|f| {
+                    f.group == super::GATEWAY_GROUP && f.kind == from_kind && f.namespace == from_ns
+                });
+                let to_ok = g.spec.to.iter().any(|t| {
+                    t.group.is_empty()
+                        && t.kind == "Service"
+                        && t.name.as_deref().is_none_or(|n| n == name)
+                });
+                from_ok && to_ok
+            })
+    }
+
+    /// Ready endpoints of a Service port, from the EndpointSlices labelled
+    /// with the Service's name, matched by port name.
+    fn endpoints(&self, ns: &str, service: &str, port_name: &str) -> Vec<SocketAddr> {
+        let mut out = Vec::new();
+        let slices = self
+            .store
+            .endpoint_slices
+            .range((ns.to_owned(), String::new())..)
+            .take_while(|((sns, _), _)| sns == ns)
+            .map(|(_, s)| s)
+            .filter(|s| {
+                s.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("kubernetes.io/service-name"))
+                    .is_some_and(|n| n == service)
+            });
+        for slice in slices {
+            let Some(port) = slice
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref().unwrap_or("") == port_name)
+                .and_then(|p| p.port)
+                .and_then(|p| u16::try_from(p).ok())
+            else {
+                continue;
+            };
+            for ep in slice.endpoints.iter().flatten() {
+                let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+                if !ready {
+                    continue;
+                }
+                for a in &ep.addresses {
+                    if let Ok(ip) = a.parse::<IpAddr>() {
+                        let sa = SocketAddr::new(ip, port);
+                        if !out.contains(&sa) {
+                            out.push(sa);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}

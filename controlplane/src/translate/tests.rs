@@ -1,0 +1,213 @@
+//! Translation as a pure function on object fixtures.
+
+use super::*;
+use crate::provider::file::parse_documents;
+use shardgate_core::BackendTarget;
+use std::path::Path;
+
+fn store(yaml: &str) -> Store {
+    let mut s = Store::default();
+    for o in parse_documents(Path::new("fixture.yaml"), yaml).expect("fixture parses") {
+        s.insert(o);
+    }
+    s
+}
+
+fn opts() -> Options {
+    Options {
+        default_address: "127.0.0.1".parse().unwrap(),
+    }
+}
+
+const BASE: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: sg}
+spec: {controllerName: shardgate.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: other}
+spec: {controllerName: example.com/other}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: apps, labels: {team: a}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: infra}
+spec:
+  gatewayClassName: sg
+  listeners:
+  - name: same
+    port: 8080
+    protocol: HTTP
+  - name: selected
+    port: 8081
+    protocol: HTTP
+    hostname: "*.example.com"
+    allowedRoutes:
+      namespaces:
+        from: Selector
+        selector: {matchLabels: {team: a}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: svc, namespace: infra}
+spec:
+  ports: [{name: http, port: 80, targetPort: 3000}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: svc-1, namespace: infra, labels: {kubernetes.io/service-name: svc}}
+addressType: IPv4
+ports: [{name: http, port: 3000}]
+endpoints:
+- addresses: ["127.0.0.10"]
+- addresses: ["127.0.0.11"]
+  conditions: {ready: false}
+"#;
+
+fn route_status<'a>(t: &'a Translation, name: &str) -> &'a RouteStatus {
+    t.status.routes.iter().find(|r| r.name == name).expect("route status")
+}
+
+fn reason(c: &[Condition], kind: &str) -> (bool, &'static str) {
+    let c = c.iter().find(|c| c.kind == kind).expect("condition");
+    (c.status, c.reason)
+}
+
+#[test]
+fn same_namespace_route_attaches_and_resolves_ready_endpoints() {
+    let s = store(&format!(
+        "{BASE}---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r, namespace: infra}}\nspec:\n  parentRefs: [{{name: gw, sectionName: same}}]\n  rules:\n  - backendRefs: [{{name: svc, port: 80, weight: 9}}, {{name: missing, port: 80, weight: 1}}]\n"
+    ));
+    let t = translate(&s, &opts());
+    let r = route_status(&t, "r");
+    assert_eq!(reason(&r.parents[0].conditions, "Accepted"), (true, "Accepted"));
+    assert_eq!(reason(&r.parents[0].conditions, "ResolvedRefs"), (false, "BackendNotFound"));
+    let l = t.snapshot.listeners.iter().find(|l| l.name == "same").unwrap();
+    let rule = &l.virtual_hosts[0].rules[0];
+    assert_eq!(rule.backends[0].target, BackendTarget::Backend(0));
+    assert_eq!(rule.backends[1].target, BackendTarget::Invalid { status: 500 });
+    assert_eq!(t.snapshot.backends[0].endpoints, vec!["127.0.0.10:3000".parse().unwrap()]);
+    let gw = &t.status.gateways[0];
+    assert_eq!(gw.listeners[0].attached_routes, 1);
+    assert_eq!(gw.listeners[1].attached_routes, 0);
+    assert_eq!(t.status.classes.len(), 1, "only our GatewayClass gets status");
+}
+
+#[test]
+fn selectors_hostnames_and_grants_give_the_spec_reasons() {
+    let s = store(&format!(
+        r#"{BASE}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: other-ns, namespace: elsewhere}}
+spec:
+  parentRefs: [{{name: gw, namespace: infra, sectionName: same}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: wrong-host, namespace: apps}}
+spec:
+  parentRefs: [{{name: gw, namespace: infra, sectionName: selected}}]
+  hostnames: [foo.other.org]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: no-grant, namespace: apps}}
+spec:
+  parentRefs: [{{name: gw, namespace: infra, sectionName: selected}}]
+  hostnames: [foo.example.com]
+  rules: [{{backendRefs: [{{name: svc, namespace: infra, port: 80}}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: no-section, namespace: infra}}
+spec:
+  parentRefs: [{{name: gw, sectionName: nope}}]
+"#
+    ));
+    let t = translate(&s, &opts());
+    let accepted = |n| reason(&route_status(&t, n).parents[0].conditions, "Accepted");
+    assert_eq!(accepted("other-ns"), (false, "NotAllowedByListeners"));
+    assert_eq!(accepted("wrong-host"), (false, "NoMatchingListenerHostname"));
+    assert_eq!(accepted("no-grant"), (true, "Accepted"));
+    assert_eq!(accepted("no-section"), (false, "NoMatchingParent"));
+    assert_eq!(
+        reason(&route_status(&t, "no-grant").parents[0].conditions, "ResolvedRefs"),
+        (false, "RefNotPermitted")
+    );
+}
+
+#[test]
+fn rules_follow_precedence_and_fall_through_to_broader_hostnames() {
+    let s = store(&format!(
+        r#"{BASE}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: a, namespace: infra}}
+spec:
+  parentRefs: [{{name: gw, sectionName: same}}]
+  hostnames: [foo.example.com]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /api/}}}}]
+    backendRefs: [{{name: svc, port: 80}}]
+  - matches: [{{path: {{type: Exact, value: /api/exact}}}}]
+    backendRefs: [{{name: svc, port: 80}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: b, namespace: infra}}
+spec:
+  parentRefs: [{{name: gw, sectionName: same}}]
+  rules:
+  - backendRefs: [{{name: svc, port: 80}}]
+"#
+    ));
+    let t = translate(&s, &opts());
+    let l = t.snapshot.listeners.iter().find(|l| l.name == "same").unwrap();
+    let foo = l
+        .virtual_hosts
+        .iter()
+        .find(|v| matches!(&v.host, HostMatch::Exact(h) if h.as_str() == "foo.example.com"))
+        .unwrap();
+    let order: Vec<_> = foo.rules.iter().map(|r| (r.source.route.name.as_str(), r.matches.path.clone())).collect();
+    assert_eq!(
+        order,
+        vec![
+            ("a", PathMatch::Exact("/api/exact".into())),
+            ("a", PathMatch::Prefix("/api".into())),
+            ("b", PathMatch::Prefix("/".into())),
+        ]
+    );
+}
+
+#[test]
+fn unsupported_protocol_and_conflicts_are_reported_per_listener() {
+    let s = store(
+        r#"
+kind: GatewayClass
+metadata: {name: sg}
+spec: {controllerName: shardgate.dev/gateway-controller}
+---
+kind: Gateway
+metadata: {name: gw, namespace: ns}
+spec:
+  gatewayClassName: sg
+  listeners:
+  - {name: a, port: 80, protocol: HTTP}
+  - {name: b, port: 80, protocol: HTTP}
+  - {name: c, port: 81, protocol: SCTP}
+  - {name: d, port: 82, protocol: HTTP}
+"#,
+    );
+    let t = translate(&s, &opts());
+    let gw = &t.status.gateways[0];
+    assert_eq!(reason(&gw.listeners[0].conditions, "Conflicted"), (true, "HostnameConflict"));
+    assert_eq!(reason(&gw.listeners[2].conditions, "Accepted"), (false, "UnsupportedProtocol"));
+    assert_eq!(reason(&gw.listeners[3].conditions, "Programmed"), (true, "Programmed"));
+    assert_eq!(t.snapshot.listeners.len(), 1, "only the valid, unconflicted listener ships");
+}
