@@ -35,7 +35,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 
@@ -503,12 +503,14 @@ fn create_segment(path: &Path, capacity: usize, generation: u64) -> Result<Mappi
 pub struct Reader {
     path: PathBuf,
     mapping: Mapping,
+    inode: u64,
 }
 
 impl Reader {
     /// Maps the segment at `path` read-only and checks its header.
     pub fn open(path: &Path) -> Result<Self, SegmentError> {
         let file = File::open(path).map_err(io_err(path, "open"))?;
+        let inode = file.metadata().map_err(io_err(path, "stat"))?.ino();
         // SAFETY: see `Mapping::words`.
         #[allow(unsafe_code)]
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err(path, "map"))?;
@@ -525,7 +527,14 @@ impl Reader {
         Ok(Self {
             path: path.to_owned(),
             mapping,
+            inode,
         })
+    }
+
+    /// Whether another file now sits at this reader's path (a fresh
+    /// controlplane replaced a deleted or incompatible segment): re-open then.
+    pub fn is_replaced(&self) -> bool {
+        std::fs::metadata(&self.path).is_ok_and(|m| m.ino() != self.inode)
     }
 
     /// The path this reader was opened from.

@@ -1,1 +1,153 @@
-fn main(){}
+//! `shardgate-dataplane`: per-core workers serving the snapshot published in
+//! the shared-memory segment.
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+use shardgate_core::logging::{self, LogFormat};
+use shardgate_dataplane::runtime::{resolve_driver, spawn_workers};
+use shardgate_dataplane::{admin, IoDriver, Shared, WorkerConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Shardgate data plane.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Shared-memory segment published by the controlplane.
+    #[arg(long)]
+    shm: PathBuf,
+    /// Worker threads (default: one per available core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Event-loop driver.
+    #[arg(long, value_enum, default_value = "auto")]
+    io_driver: IoDriver,
+    /// Admin endpoint address (/healthz, /ready, /snapshot).
+    #[arg(long, default_value = "127.0.0.1:9901")]
+    admin: SocketAddr,
+    /// Cores to pin workers to, e.g. `0-3` or `1,3`; `none` disables
+    /// pinning. Default: worker i on core i when there are enough cores.
+    #[arg(long)]
+    cores: Option<String>,
+    /// Longest request head accepted, in bytes (431 beyond).
+    #[arg(long, default_value_t = 64 * 1024)]
+    max_header_bytes: usize,
+    /// Seconds allowed to receive a request head (408 beyond).
+    #[arg(long, default_value_t = 10)]
+    header_timeout_secs: u64,
+    /// Seconds an idle keep-alive connection is kept.
+    #[arg(long, default_value_t = 60)]
+    idle_timeout_secs: u64,
+    /// Seconds to wait for an upstream response head when the route sets no
+    /// timeout (504 beyond).
+    #[arg(long, default_value_t = 60)]
+    upstream_timeout_secs: u64,
+    /// Seconds a drain (SIGTERM/SIGINT) waits for open connections.
+    #[arg(long, default_value_t = 10)]
+    drain_timeout_secs: u64,
+    /// Milliseconds between checks for a new snapshot.
+    #[arg(long, default_value_t = 5)]
+    poll_ms: u64,
+    /// Log format: text or json.
+    #[arg(long, default_value = "text")]
+    log_format: LogFormat,
+    /// Log level or filter (overrides RUST_LOG).
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+fn parse_cores(spec: &str) -> Result<Vec<usize>, String> {
+    if spec == "none" {
+        return Ok(Vec::new());
+    }
+    let mut cores = Vec::new();
+    for part in spec.split(',') {
+        let bad = || format!("invalid --cores {spec:?}");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                if a > b {
+                    return Err(bad());
+                }
+                cores.extend(a..=b);
+            }
+            None => cores.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    Ok(cores)
+}
+
+fn main() {
+    let args = Args::parse();
+    logging::init(args.log_format, args.log_level.as_deref());
+    if let Err(e) = run(args) {
+        eprintln!("shardgate-dataplane: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = args.workers.unwrap_or(available);
+    if workers == 0 {
+        return Err("--workers must be at least 1".into());
+    }
+    let driver = resolve_driver(args.io_driver).map_err(|e| format!("--io-driver uring: {e}"))?;
+    let cores = match &args.cores {
+        Some(spec) => parse_cores(spec)?,
+        None if workers <= available => (0..workers).collect(),
+        None => Vec::new(),
+    };
+    let cfg = Arc::new(WorkerConfig {
+        shm: args.shm.clone(),
+        driver,
+        cores,
+        poll_interval: Duration::from_millis(args.poll_ms.max(1)),
+        max_header_bytes: args.max_header_bytes,
+        header_timeout: Duration::from_secs(args.header_timeout_secs),
+        idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+        upstream_timeout: Duration::from_secs(args.upstream_timeout_secs),
+        drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+        ..WorkerConfig::default()
+    });
+    let shared = Arc::new(Shared::new(workers));
+    // Signals first, so a signal during start-up is not lost.
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let admin = admin::spawn(args.admin, Arc::clone(&shared))
+        .map_err(|e| format!("cannot bind admin endpoint {}: {e}", args.admin))?;
+    let handles = spawn_workers(Arc::clone(&cfg), Arc::clone(&shared)).map_err(|e| format!("cannot start workers: {e}"))?;
+    tracing::info!(workers, driver = ?driver, admin = %admin, shm = %args.shm.display(), "dataplane started");
+
+    if let Some(signal) = signals.forever().next() {
+        tracing::info!(signal, "draining");
+    }
+    shared.draining.store(true, Ordering::Relaxed);
+    let deadline = Instant::now() + cfg.drain_timeout + Duration::from_secs(1);
+    for h in handles {
+        while !h.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    tracing::info!(open_connections = shared.connections(), "dataplane stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cores;
+
+    #[test]
+    fn core_lists_parse() {
+        assert_eq!(parse_cores("0-2,5").unwrap(), vec![0, 1, 2, 5]);
+        assert_eq!(parse_cores("none").unwrap(), Vec::<usize>::new());
+        assert!(parse_cores("3-1").is_err());
+        assert!(parse_cores("x").is_err());
+    }
+}

@@ -1,0 +1,139 @@
+//! Worker threads: one per core, each pinned and running its own monoio
+//! runtime on io_uring or epoll.
+
+use crate::shared::Shared;
+use crate::worker;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Which event-loop driver workers use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IoDriver {
+    /// io_uring where the kernel allows it, else epoll.
+    Auto,
+    /// io_uring only; fail if unavailable.
+    Uring,
+    /// epoll only.
+    Epoll,
+}
+
+/// Everything a worker needs to know, fixed at start.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The segment to follow.
+    pub shm: PathBuf,
+    /// Driver choice.
+    pub driver: IoDriver,
+    /// Cores to pin workers to (worker i → cores[i % len]); empty: no pinning.
+    pub cores: Vec<usize>,
+    /// How often workers look for a new snapshot.
+    pub poll_interval: Duration,
+    /// Longest request head accepted (431 beyond).
+    pub max_header_bytes: usize,
+    /// Time allowed to receive a whole request head (408 beyond).
+    pub header_timeout: Duration,
+    /// Idle keep-alive connections are closed after this.
+    pub idle_timeout: Duration,
+    /// Upstream connect timeout.
+    pub connect_timeout: Duration,
+    /// Default time to wait for an upstream's response head (504 beyond),
+    /// when the route sets no timeout.
+    pub upstream_timeout: Duration,
+    /// Idle keep-alive connections kept per upstream endpoint, per worker.
+    pub pool_max_idle: usize,
+    /// How long a drain waits for open connections.
+    pub drain_timeout: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            shm: PathBuf::from("/dev/shm/shardgate"),
+            driver: IoDriver::Auto,
+            cores: Vec::new(),
+            poll_interval: Duration::from_millis(5),
+            max_header_bytes: 64 * 1024,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(3),
+            upstream_timeout: Duration::from_secs(60),
+            pool_max_idle: 128,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Whether this process can run io_uring workers.
+pub fn uring_available() -> bool {
+    monoio::utils::detect_uring()
+}
+
+/// Resolves `Auto`, and refuses `Uring` where the kernel does not allow it.
+pub fn resolve_driver(driver: IoDriver) -> Result<IoDriver, &'static str> {
+    match (driver, uring_available()) {
+        (IoDriver::Auto, true) => Ok(IoDriver::Uring),
+        (IoDriver::Auto, false) => Ok(IoDriver::Epoll),
+        (IoDriver::Uring, false) => Err("io_uring is not available (kernel, seccomp or memlock limits)"),
+        (d, _) => Ok(d),
+    }
+}
+
+/// Starts `shared.workers.len()` worker threads.
+pub fn spawn_workers(cfg: Arc<WorkerConfig>, shared: Arc<Shared>) -> std::io::Result<Vec<JoinHandle<()>>> {
+    (0..shared.workers.len())
+        .map(|id| {
+            let cfg = Arc::clone(&cfg);
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name(format!("shardgate-worker-{id}"))
+                .spawn(move || run_worker(id, cfg, shared))
+        })
+        .collect()
+}
+
+fn run_worker(id: usize, cfg: Arc<WorkerConfig>, shared: Arc<Shared>) {
+    if !cfg.cores.is_empty() {
+        let core = cfg.cores[id % cfg.cores.len()];
+        if let Err(e) = monoio::utils::bind_to_cpu_set([core]) {
+            tracing::warn!(worker = id, core, error = ?e, "cannot pin worker to its core");
+        }
+    }
+    let driver = cfg.driver;
+    let status = &shared.workers[id];
+    let result = match driver {
+        IoDriver::Uring | IoDriver::Auto => {
+            match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                .with_entries(1024)
+                .enable_timer()
+                .build()
+            {
+                Ok(mut rt) => {
+                    status.io_uring.store(true, Ordering::Relaxed);
+                    rt.block_on(worker::run(id, Arc::clone(&cfg), Arc::clone(&shared)));
+                    Ok(())
+                }
+                Err(e) if driver == IoDriver::Auto => {
+                    tracing::warn!(worker = id, error = %e, "io_uring runtime failed; using epoll");
+                    run_epoll(id, &cfg, &shared)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        IoDriver::Epoll => run_epoll(id, &cfg, &shared),
+    };
+    if let Err(e) = result {
+        tracing::error!(worker = id, error = %e, "worker could not start its runtime");
+    }
+    status.stopped.store(true, Ordering::Release);
+}
+
+fn run_epoll(id: usize, cfg: &Arc<WorkerConfig>, shared: &Arc<Shared>) -> std::io::Result<()> {
+    let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()?;
+    rt.block_on(worker::run(id, Arc::clone(cfg), Arc::clone(shared)));
+    Ok(())
+}

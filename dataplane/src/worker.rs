@@ -1,0 +1,310 @@
+//! A worker: one core's event loop and everything it owns.
+//!
+//! Snapshot lifecycle on a worker (every `poll_interval`):
+//!
+//! ```text
+//!  Waiting ──segment appears──▶ Following ──new generation──▶ copy (seqlock)
+//!     ▲                            │  ▲                          │
+//!     └──segment replaced/moved────┘  │        decode + compile ─┤
+//!                                     │                          ├─ error ─▶ rejected (count once,
+//!                                     │                          │           keep the table in force)
+//!                                     └──── swap Rc<RouteTable> ◀┘ ok: open new listeners,
+//!                                                                    stop removed ones
+//! ```
+//!
+//! Requests in flight hold an `Rc` of the table they started with, so a swap
+//! never disturbs them. On drain the worker stops accepting, wakes idle
+//! connections so they close, and returns once its connections are gone or
+//! the drain deadline passes.
+
+use crate::listener;
+use crate::pool::Pool;
+use crate::runtime::WorkerConfig;
+use crate::shared::{Shared, WorkerStatus};
+use crate::stop::Stop;
+use shardgate_core::shm::{ReadOutcome, Reader};
+use shardgate_core::{decode, RouteTable};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A bound address and port.
+pub(crate) type BindKey = (IpAddr, u16);
+
+/// One worker's state. Lives in an `Rc`; only this worker's tasks touch it.
+pub(crate) struct Worker {
+    pub(crate) id: usize,
+    pub(crate) cfg: Arc<WorkerConfig>,
+    shared: Arc<Shared>,
+    table: RefCell<Option<Rc<RouteTable>>>,
+    /// Bumped on every swap, so connections can cache per-table lookups.
+    pub(crate) table_epoch: Cell<u64>,
+    listeners: RefCell<HashMap<BindKey, Stop>>,
+    failed_binds: RefCell<Vec<BindKey>>,
+    pub(crate) pool: Pool,
+    rng: Cell<u64>,
+    round_robin: RefCell<Vec<u32>>,
+    /// Fired when the worker drains.
+    pub(crate) drain: Stop,
+    active: Cell<u64>,
+}
+
+impl Worker {
+    fn status(&self) -> &WorkerStatus {
+        &self.shared.workers[self.id]
+    }
+
+    /// The route table in force, if any.
+    pub(crate) fn table(&self) -> Option<Rc<RouteTable>> {
+        self.table.borrow().clone()
+    }
+
+    /// A cheap per-worker pseudo-random number (xorshift64*), for weighted
+    /// backend choice. Not for anything security-relevant.
+    pub(crate) fn random(&self) -> u64 {
+        let mut x = self.rng.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// The next endpoint index of `backend` in round-robin order.
+    pub(crate) fn next_endpoint(&self, backend: u32, endpoints: usize) -> usize {
+        let mut rr = self.round_robin.borrow_mut();
+        let i = backend as usize;
+        if rr.len() <= i {
+            rr.resize(i + 1, 0);
+        }
+        let n = rr[i];
+        rr[i] = n.wrapping_add(1);
+        n as usize % endpoints.max(1)
+    }
+
+    /// Tracks an open downstream connection until the guard drops.
+    pub(crate) fn connection_opened(self: &Rc<Self>) -> ConnectionGuard {
+        self.active.set(self.active.get() + 1);
+        self.status().connections.fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard(Rc::clone(self))
+    }
+
+    /// Whether the worker is draining (no new requests on kept-alive
+    /// connections).
+    pub(crate) fn draining(&self) -> bool {
+        self.drain.is_fired()
+    }
+}
+
+/// Decrements the connection count when a connection ends.
+pub(crate) struct ConnectionGuard(Rc<Worker>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.active.set(self.0.active.get() - 1);
+        self.0.status().connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Follows the segment, swaps tables, manages listeners; returns after drain.
+pub(crate) async fn run(id: usize, cfg: Arc<WorkerConfig>, shared: Arc<Shared>) {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        ^ ((id as u64 + 1) << 32);
+    let worker = Rc::new(Worker {
+        id,
+        pool: Pool::new(cfg.pool_max_idle),
+        cfg,
+        shared,
+        table: RefCell::new(None),
+        table_epoch: Cell::new(0),
+        listeners: RefCell::new(HashMap::new()),
+        failed_binds: RefCell::new(Vec::new()),
+        rng: Cell::new(seed | 1),
+        round_robin: RefCell::new(Vec::new()),
+        drain: Stop::new(),
+        active: Cell::new(0),
+    });
+    let mut follower = Follower::default();
+    let mut last_housekeeping = Instant::now();
+    while !worker.shared.draining.load(Ordering::Relaxed) {
+        follower.poll(&worker);
+        if last_housekeeping.elapsed() >= Duration::from_secs(1) {
+            last_housekeeping = Instant::now();
+            follower.check_replaced();
+            retry_failed_binds(&worker);
+            worker.pool.expire();
+        }
+        monoio::time::sleep(worker.cfg.poll_interval).await;
+    }
+    drain(&worker).await;
+}
+
+async fn drain(worker: &Rc<Worker>) {
+    tracing::info!(worker = worker.id, connections = worker.active.get(), "draining");
+    for (_, stop) in worker.listeners.borrow_mut().drain() {
+        stop.fire();
+    }
+    worker.status().listeners.store(0, Ordering::Relaxed);
+    worker.drain.fire();
+    let deadline = Instant::now() + worker.cfg.drain_timeout;
+    while worker.active.get() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if worker.active.get() > 0 {
+        tracing::warn!(worker = worker.id, connections = worker.active.get(), "drain deadline passed");
+    }
+}
+
+/// Tracks the segment and the generations seen.
+#[derive(Default)]
+struct Follower {
+    reader: Option<Reader>,
+    /// Last generation read, applied or rejected: not read again.
+    seen: u64,
+    waiting_logged: bool,
+}
+
+impl Follower {
+    fn poll(&mut self, worker: &Rc<Worker>) {
+        let reader = match &mut self.reader {
+            Some(r) => r,
+            None => match Reader::open(&worker.cfg.shm) {
+                Ok(r) => {
+                    tracing::info!(worker = worker.id, shm = %worker.cfg.shm.display(), "following segment");
+                    self.reader.insert(r)
+                }
+                Err(e) => {
+                    if !self.waiting_logged {
+                        tracing::info!(worker = worker.id, reason = %e, "waiting for the controlplane's segment");
+                        self.waiting_logged = true;
+                    }
+                    return;
+                }
+            },
+        };
+        match reader.read(self.seen) {
+            Ok(ReadOutcome::Snapshot(p)) => {
+                self.seen = p.generation;
+                apply(worker, p.generation, p.published_unix_nanos, &p.bytes);
+            }
+            Ok(ReadOutcome::Moved(_)) => self.reader = None,
+            Ok(ReadOutcome::Empty | ReadOutcome::Unchanged | ReadOutcome::Busy) => {}
+            Err(e) => {
+                let generation = reader.generation();
+                if generation != self.seen {
+                    self.seen = generation;
+                    reject(worker, generation, &e);
+                }
+            }
+        }
+    }
+
+    /// A segment file replaced behind our back (deleted and recreated by a
+    /// fresh controlplane) is re-opened; the mapping we hold is orphaned.
+    fn check_replaced(&mut self) {
+        if self.reader.as_ref().is_some_and(Reader::is_replaced) {
+            self.reader = None;
+        }
+    }
+}
+
+fn reject(worker: &Worker, generation: u64, error: &dyn std::fmt::Display) {
+    worker.status().rejected.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(worker = worker.id, generation, %error, "snapshot rejected; keeping the one in force");
+}
+
+fn apply(worker: &Rc<Worker>, generation: u64, published: u64, bytes: &[u8]) {
+    let table = match decode(bytes) {
+        Ok(snapshot) => match RouteTable::compile(&snapshot) {
+            Ok(t) => (t, snapshot.summary()),
+            Err(e) => return reject(worker, generation, &e),
+        },
+        Err(e) => return reject(worker, generation, &e),
+    };
+    let (table, summary) = table;
+    sync_listeners(worker, &table);
+    *worker.table.borrow_mut() = Some(Rc::new(table));
+    worker.table_epoch.set(worker.table_epoch.get() + 1);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let s = worker.status();
+    s.rules.store(summary.rules as u64, Ordering::Relaxed);
+    s.backends.store(summary.backends as u64, Ordering::Relaxed);
+    s.endpoints.store(summary.endpoints as u64, Ordering::Relaxed);
+    s.published_unix_nanos.store(published, Ordering::Relaxed);
+    s.applied_unix_nanos.store(now, Ordering::Relaxed);
+    s.applied.fetch_add(1, Ordering::Relaxed);
+    // Release: /ready readers that see the generation see the rest.
+    s.generation.store(generation, Ordering::Release);
+    tracing::info!(
+        worker = worker.id,
+        generation,
+        listeners = summary.listeners,
+        rules = summary.rules,
+        delay_us = now.saturating_sub(published) / 1000,
+        "snapshot applied"
+    );
+}
+
+/// Opens sockets for new binds and stops accept loops of removed ones.
+fn sync_listeners(worker: &Rc<Worker>, table: &RouteTable) {
+    let wanted: Vec<BindKey> = table.binds().iter().map(|b| (b.address, b.port)).collect();
+    {
+        let mut listeners = worker.listeners.borrow_mut();
+        listeners.retain(|key, stop| {
+            let keep = wanted.contains(key);
+            if !keep {
+                stop.fire();
+                tracing::info!(worker = worker.id, address = %key.0, port = key.1, "listener closed");
+            }
+            keep
+        });
+    }
+    worker.failed_binds.borrow_mut().retain(|k| wanted.contains(k));
+    for key in wanted {
+        if !worker.listeners.borrow().contains_key(&key) && !worker.failed_binds.borrow().contains(&key) {
+            open_listener(worker, key, true);
+        }
+    }
+    update_listener_count(worker);
+}
+
+fn open_listener(worker: &Rc<Worker>, key: BindKey, first_try: bool) {
+    match listener::bind(key) {
+        Ok(l) => {
+            let stop = Stop::new();
+            monoio::spawn(listener::accept_loop(Rc::clone(worker), l, key, stop.clone()));
+            worker.listeners.borrow_mut().insert(key, stop);
+            tracing::info!(worker = worker.id, address = %key.0, port = key.1, "listener bound");
+        }
+        Err(e) => {
+            worker.failed_binds.borrow_mut().push(key);
+            if first_try {
+                worker.status().bind_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(worker = worker.id, address = %key.0, port = key.1, error = %e, "cannot bind listener; retrying every second");
+            }
+        }
+    }
+}
+
+fn retry_failed_binds(worker: &Rc<Worker>) {
+    let failed: Vec<BindKey> = worker.failed_binds.borrow_mut().drain(..).collect();
+    for key in failed {
+        open_listener(worker, key, false);
+    }
+    update_listener_count(worker);
+}
+
+fn update_listener_count(worker: &Worker) {
+    worker
+        .status()
+        .listeners
+        .store(worker.listeners.borrow().len() as u64, Ordering::Relaxed);
+}
