@@ -57,7 +57,10 @@ fn main() {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     if !args.config_dir.is_dir() {
-        anyhow::bail!("--config-dir {} is not a directory", args.config_dir.display());
+        anyhow::bail!(
+            "--config-dir {} is not a directory",
+            args.config_dir.display()
+        );
     }
     let mut publisher = Publisher::open(&args.shm).context("cannot open the segment")?;
     tracing::info!(shm = %args.shm.display(), generation = publisher.generation(), "segment open");
@@ -72,7 +75,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
     };
     let mut first = true;
     loop {
-        let scan = dir.rescan().context("cannot scan the configuration directory")?;
+        let scan = dir
+            .rescan()
+            .context("cannot scan the configuration directory")?;
         for e in scan.errors.iter().filter(|e| !reported.contains(e)) {
             tracing::error!(error = %e, "configuration file rejected; its last good objects stay in force");
         }
@@ -111,7 +116,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
 /// editor's burst of writes becomes one translation) or the rescan interval
 /// passes.
 fn wait_for_change(rx: &crossbeam_channel::Receiver<()>, args: &Args) {
-    if rx.recv_timeout(Duration::from_millis(args.rescan_ms)).is_err() {
+    if rx
+        .recv_timeout(Duration::from_millis(args.rescan_ms))
+        .is_err()
+    {
         return;
     }
     let quiet = Duration::from_millis(args.coalesce_ms);

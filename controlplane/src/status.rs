@@ -25,7 +25,12 @@ pub struct Condition {
 
 impl Condition {
     /// A condition.
-    pub fn new(kind: &'static str, status: bool, reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(
+        kind: &'static str,
+        status: bool,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             kind,
             status,
@@ -143,7 +148,13 @@ pub struct StatusBook {
 }
 
 impl StatusBook {
-    fn conditions(&mut self, owner: &str, conds: &[Condition], generation: i64, now: &str) -> Value {
+    fn conditions(
+        &mut self,
+        owner: &str,
+        conds: &[Condition],
+        generation: i64,
+        now: &str,
+    ) -> Value {
         let list: Vec<Value> = conds
             .iter()
             .map(|c| {
@@ -231,7 +242,10 @@ impl StatusBook {
                     let pr = &p.parent_ref;
                     let sub = format!(
                         "{owner}/{}/{}/{}/{:?}",
-                        pr.namespace, pr.name, pr.section_name.as_deref().unwrap_or(""), pr.port
+                        pr.namespace,
+                        pr.name,
+                        pr.section_name.as_deref().unwrap_or(""),
+                        pr.port
                     );
                     json!({
                         "parentRef": pr,

@@ -73,7 +73,9 @@ pub struct Store {
 
 fn key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Key {
     (
-        meta.namespace.clone().unwrap_or_else(|| "default".to_owned()),
+        meta.namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_owned()),
         meta.name.clone().unwrap_or_default(),
     )
 }

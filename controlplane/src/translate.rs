@@ -21,7 +21,9 @@ use crate::status::{
 };
 use crate::store::{Key, Store};
 use backends::BackendResolver;
-use gateway_api::gateways::{Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom};
+use gateway_api::gateways::{
+    Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom,
+};
 use gateway_api::httproutes::{
     HttpRoute, HttpRouteRules, HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType,
     HttpRouteRulesMatchesPathType, HttpRouteRulesMatchesQueryParamsType,
@@ -92,7 +94,12 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
             status.classes.push(GatewayClassStatus {
                 name: name.clone(),
                 generation: c.metadata.generation.unwrap_or(0),
-                conditions: vec![Condition::new("Accepted", true, "Accepted", "accepted by shardgate")],
+                conditions: vec![Condition::new(
+                    "Accepted",
+                    true,
+                    "Accepted",
+                    "accepted by shardgate",
+                )],
                 supported_features: SUPPORTED_FEATURES.iter().map(|s| (*s).to_owned()).collect(),
             });
             name.as_str()
@@ -120,7 +127,15 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
     // Routes.
     let mut resolver = BackendResolver::new(store);
     for ((ns, name), route) in &store.http_routes {
-        if let Some(s) = attach_http_route(ns, name, route, &gateways, &mut listeners, store, &mut resolver) {
+        if let Some(s) = attach_http_route(
+            ns,
+            name,
+            route,
+            &gateways,
+            &mut listeners,
+            store,
+            &mut resolver,
+        ) {
             status.routes.push(s);
         }
     }
@@ -142,16 +157,28 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
                 true
             }
             Err(msg) => {
-                gs.conditions.push(Condition::new("Accepted", false, "UnsupportedAddress", msg.clone()));
-                gs.conditions.push(Condition::new("Programmed", false, "AddressNotUsable", msg.clone()));
+                gs.conditions.push(Condition::new(
+                    "Accepted",
+                    false,
+                    "UnsupportedAddress",
+                    msg.clone(),
+                ));
+                gs.conditions.push(Condition::new(
+                    "Programmed",
+                    false,
+                    "AddressNotUsable",
+                    msg.clone(),
+                ));
                 false
             }
         };
-        let mine: Vec<&mut ListenerState> = listeners.iter_mut().filter(|l| l.gateway == gi).collect();
+        let mine: Vec<&mut ListenerState> =
+            listeners.iter_mut().filter(|l| l.gateway == gi).collect();
         let all_valid = mine.iter().all(|l| l.invalid.is_none());
         if addresses_ok {
             if all_valid {
-                gs.conditions.push(Condition::new("Accepted", true, "Accepted", "accepted"));
+                gs.conditions
+                    .push(Condition::new("Accepted", true, "Accepted", "accepted"));
             } else {
                 gs.conditions.push(Condition::new(
                     "Accepted",
@@ -160,13 +187,20 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
                     "some listeners are invalid",
                 ));
             }
-            gs.conditions.push(Condition::new("Programmed", true, "Programmed", "programmed"));
+            gs.conditions.push(Condition::new(
+                "Programmed",
+                true,
+                "Programmed",
+                "programmed",
+            ));
         }
         for l in mine {
             gs.listeners.push(listener_status(l));
             if addresses_ok && l.usable() {
                 for address in l.addresses.clone() {
-                    snapshot.listeners.push(listener_snapshot(ns, name, l, address));
+                    snapshot
+                        .listeners
+                        .push(listener_snapshot(ns, name, l, address));
                 }
             }
         }
@@ -211,7 +245,12 @@ fn listener_state(gateway: usize, l: &GatewayListeners, addresses: Vec<IpAddr>) 
     };
     match u16::try_from(l.port) {
         Ok(p) if p > 0 => state.port = p,
-        _ => state.invalid = Some(("PortUnavailable", format!("port {} is out of range", l.port))),
+        _ => {
+            state.invalid = Some((
+                "PortUnavailable",
+                format!("port {} is out of range", l.port),
+            ))
+        }
     }
     match l.protocol.as_str() {
         "HTTP" => {
@@ -219,7 +258,10 @@ fn listener_state(gateway: usize, l: &GatewayListeners, addresses: Vec<IpAddr>) 
             state.kinds = vec!["HTTPRoute"];
         }
         other => {
-            state.invalid = Some(("UnsupportedProtocol", format!("protocol {other} is not supported yet")));
+            state.invalid = Some((
+                "UnsupportedProtocol",
+                format!("protocol {other} is not supported yet"),
+            ));
         }
     }
     if let Some(h) = &l.hostname {
@@ -234,7 +276,11 @@ fn listener_state(gateway: usize, l: &GatewayListeners, addresses: Vec<IpAddr>) 
         let mut bad = Vec::new();
         for k in kinds {
             let group = k.group.as_deref().unwrap_or(GATEWAY_GROUP);
-            match state.kinds.iter().find(|s| **s == k.kind && group == GATEWAY_GROUP) {
+            match state
+                .kinds
+                .iter()
+                .find(|s| **s == k.kind && group == GATEWAY_GROUP)
+            {
                 Some(s) => allowed.push(*s),
                 None => bad.push(k.kind.clone()),
             }
@@ -286,16 +332,38 @@ fn listener_status(l: &ListenerState) -> ListenerStatus {
         None => {
             conditions.push(Condition::new("Accepted", true, "Accepted", "accepted"));
             if l.conflicted.is_some() {
-                conditions.push(Condition::new("Programmed", false, "Invalid", "listener conflicts"));
+                conditions.push(Condition::new(
+                    "Programmed",
+                    false,
+                    "Invalid",
+                    "listener conflicts",
+                ));
             } else {
-                conditions.push(Condition::new("Programmed", true, "Programmed", "programmed"));
+                conditions.push(Condition::new(
+                    "Programmed",
+                    true,
+                    "Programmed",
+                    "programmed",
+                ));
             }
         }
     }
-    let resolved = l.conditions_extra.iter().find(|c| c.kind == "ResolvedRefs").cloned();
-    conditions.push(resolved.unwrap_or_else(|| Condition::new("ResolvedRefs", true, "ResolvedRefs", "resolved")));
+    let resolved = l
+        .conditions_extra
+        .iter()
+        .find(|c| c.kind == "ResolvedRefs")
+        .cloned();
+    conditions.push(
+        resolved
+            .unwrap_or_else(|| Condition::new("ResolvedRefs", true, "ResolvedRefs", "resolved")),
+    );
     conditions.push(match l.conflicted {
-        Some(reason) => Condition::new("Conflicted", true, reason, "another listener uses this port"),
+        Some(reason) => Condition::new(
+            "Conflicted",
+            true,
+            reason,
+            "another listener uses this port",
+        ),
         None => Condition::new("Conflicted", false, "NoConflicts", "no conflicts"),
     });
     ListenerStatus {
@@ -363,7 +431,9 @@ fn covers(outer: &HostnameScope, inner: &HostnameScope) -> bool {
             o == i
                 || (o.is_wildcard()
                     && match i.wildcard_suffix() {
-                        Some(s) => o.wildcard_suffix().is_some_and(|os| s.len() > os.len() && s.ends_with(os)),
+                        Some(s) => o
+                            .wildcard_suffix()
+                            .is_some_and(|os| s.len() > os.len() && s.ends_with(os)),
                         None => o.matches(i.as_str()),
                     })
         }
@@ -403,7 +473,12 @@ fn attach_http_route(
         .collect();
 
     // Rules are compiled once; they do not depend on the parent.
-    let mut resolved_refs = Condition::new("ResolvedRefs", true, "ResolvedRefs", "all references resolved");
+    let mut resolved_refs = Condition::new(
+        "ResolvedRefs",
+        true,
+        "ResolvedRefs",
+        "all references resolved",
+    );
     let compiled: Result<Vec<(u32, u32, Rule)>, String> = route
         .spec
         .rules
@@ -482,7 +557,9 @@ fn attach_http_route(
             Condition::new("Accepted", true, "Accepted", "accepted")
         } else {
             let (reason, msg) = match why {
-                NotAttached::NoMatchingParent => ("NoMatchingParent", "no listener matches the parentRef"),
+                NotAttached::NoMatchingParent => {
+                    ("NoMatchingParent", "no listener matches the parentRef")
+                }
                 NotAttached::NotAllowedByListeners => {
                     ("NotAllowedByListeners", "no listener allows this route")
                 }
@@ -510,7 +587,10 @@ fn attach_http_route(
 /// allowedRoutes.namespaces: Same (default), All, or Selector on the route
 /// namespace's labels.
 fn namespace_allowed(l: &GatewayListeners, gw_ns: &str, route_ns: &str, store: &Store) -> bool {
-    let ns = l.allowed_routes.as_ref().and_then(|a| a.namespaces.as_ref());
+    let ns = l
+        .allowed_routes
+        .as_ref()
+        .and_then(|a| a.namespaces.as_ref());
     match ns.and_then(|n| n.from.as_ref()) {
         None | Some(GatewayListenersAllowedRoutesNamespacesFrom::Same) => gw_ns == route_ns,
         Some(GatewayListenersAllowedRoutesNamespacesFrom::All) => true,
@@ -566,9 +646,17 @@ fn compile_rule(
             backend_request: parse_duration(t.backend_request.as_deref())?,
         },
     };
-    let backends = resolver.resolve_http(ns, rule.backend_refs.as_deref().unwrap_or(&[]), resolved_refs);
+    let backends = resolver.resolve_http(
+        ns,
+        rule.backend_refs.as_deref().unwrap_or(&[]),
+        resolved_refs,
+    );
     let default_match = [HttpRouteRulesMatches::default()];
-    let matches = rule.matches.as_deref().filter(|m| !m.is_empty()).unwrap_or(&default_match);
+    let matches = rule
+        .matches
+        .as_deref()
+        .filter(|m| !m.is_empty())
+        .unwrap_or(&default_match);
     matches
         .iter()
         .enumerate()
@@ -590,7 +678,8 @@ fn compile_rule(
 /// A Gateway API duration (GEP-2257); `0s` means no timeout.
 fn parse_duration(v: Option<&str>) -> Result<Option<std::time::Duration>, String> {
     let Some(v) = v else { return Ok(None) };
-    let d = gateway_api::Duration::from_str(v).map_err(|e| format!("invalid duration {v:?}: {e}"))?;
+    let d =
+        gateway_api::Duration::from_str(v).map_err(|e| format!("invalid duration {v:?}: {e}"))?;
     let d = std::time::Duration::from_nanos(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     Ok((!d.is_zero()).then_some(d))
 }
@@ -600,7 +689,11 @@ fn compile_match(m: &HttpRouteRulesMatches) -> Result<RouteMatch, String> {
         None => PathMatch::Prefix("/".to_owned()),
         Some(p) => {
             let value = p.value.clone().unwrap_or_else(|| "/".to_owned());
-            match p.r#type.as_ref().unwrap_or(&HttpRouteRulesMatchesPathType::PathPrefix) {
+            match p
+                .r#type
+                .as_ref()
+                .unwrap_or(&HttpRouteRulesMatchesPathType::PathPrefix)
+            {
                 HttpRouteRulesMatchesPathType::Exact => {
                     check_path(&value)?;
                     PathMatch::Exact(value)
@@ -609,7 +702,11 @@ fn compile_match(m: &HttpRouteRulesMatches) -> Result<RouteMatch, String> {
                     check_path(&value)?;
                     // "/foo/" and "/foo" are the same prefix: matching is by segment.
                     let trimmed = value.trim_end_matches('/');
-                    PathMatch::Prefix(if trimmed.is_empty() { "/".to_owned() } else { trimmed.to_owned() })
+                    PathMatch::Prefix(if trimmed.is_empty() {
+                        "/".to_owned()
+                    } else {
+                        trimmed.to_owned()
+                    })
                 }
                 HttpRouteRulesMatchesPathType::RegularExpression => {
                     regex::Regex::new(&value).map_err(|e| format!("invalid path regex: {e}"))?;
@@ -636,7 +733,11 @@ fn compile_match(m: &HttpRouteRulesMatches) -> Result<RouteMatch, String> {
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
             return Err(format!("invalid header name {:?}", h.name));
         }
-        headers.push(HeaderMatch { name, kind, value: h.value.clone() });
+        headers.push(HeaderMatch {
+            name,
+            kind,
+            value: h.value.clone(),
+        });
     }
     let mut query: Vec<QueryMatch> = Vec::new();
     for q in m.query_params.iter().flatten() {
@@ -653,7 +754,11 @@ fn compile_match(m: &HttpRouteRulesMatches) -> Result<RouteMatch, String> {
         if q.name.is_empty() {
             return Err("empty query parameter name".to_owned());
         }
-        query.push(QueryMatch { name: q.name.clone(), kind, value: q.value.clone() });
+        query.push(QueryMatch {
+            name: q.name.clone(),
+            kind,
+            value: q.value.clone(),
+        });
     }
     let method = m.method.as_ref().map(|m| {
         serde_json::to_value(m)
@@ -661,11 +766,19 @@ fn compile_match(m: &HttpRouteRulesMatches) -> Result<RouteMatch, String> {
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default()
     });
-    Ok(RouteMatch { path, method, headers, query })
+    Ok(RouteMatch {
+        path,
+        method,
+        headers,
+        query,
+    })
 }
 
 fn check_path(p: &str) -> Result<(), String> {
-    if p.starts_with('/') && !p.contains("//") && !p.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+    if p.starts_with('/')
+        && !p.contains("//")
+        && !p.bytes().any(|b| b.is_ascii_control() || b == b' ')
+    {
         Ok(())
     } else {
         Err(format!("invalid path {p:?}"))

@@ -170,8 +170,14 @@ fn eq(a: &[u8], b: &str) -> bool {
 }
 
 fn trim(v: &[u8]) -> &[u8] {
-    let start = v.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(v.len());
-    let end = v.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = v
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &v[start..end]
 }
 
@@ -256,7 +262,10 @@ const HOP_BY_HOP: [&str; 6] = [
 
 /// Marks fields named by Connection options as hop-by-hop.
 fn mark_connection_options(buf: &[u8], parsed: &[httparse::Header<'_>], out: &mut [HeaderSpan]) {
-    for h in parsed.iter().filter(|h| eq(h.name.as_bytes(), "connection")) {
+    for h in parsed
+        .iter()
+        .filter(|h| eq(h.name.as_bytes(), "connection"))
+    {
         for token in h.value.split(|&b| b == b',') {
             let token = trim(token);
             if token.is_empty() {
@@ -287,7 +296,9 @@ pub fn parse_request(buf: &[u8], head: &mut RequestHead) -> Result<bool, Invalid
     let f = collect(buf, req.headers, &mut head.headers)?;
     if f.transfer_encoding && f.content_length.is_some() {
         // Both framings at once is the request-smuggling pattern; refuse.
-        return Err(InvalidHead::Malformed("both transfer-encoding and content-length"));
+        return Err(InvalidHead::Malformed(
+            "both transfer-encoding and content-length",
+        ));
     }
     if f.transfer_encoding && !f.chunked {
         return Err(InvalidHead::Malformed("transfer-encoding without chunked"));
@@ -312,7 +323,11 @@ pub fn parse_request(buf: &[u8], head: &mut RequestHead) -> Result<bool, Invalid
             Some(n) => BodyKind::Length(n),
         }
     });
-    head.keep_alive = if version == 1 { !f.close } else { f.keep_alive_token && !f.close };
+    head.keep_alive = if version == 1 {
+        !f.close
+    } else {
+        f.keep_alive_token && !f.close
+    };
     head.expect_continue = f.expect_continue && version == 1;
     head.upgrade = f.upgrade_token && f.upgrade_field;
     Ok(true)
@@ -361,7 +376,11 @@ pub fn parse_response(
             }
         },
     );
-    head.keep_alive = if version == 1 { !f.close } else { f.keep_alive_token && !f.close };
+    head.keep_alive = if version == 1 {
+        !f.close
+    } else {
+        f.keep_alive_token && !f.close
+    };
     Ok(true)
 }
 
@@ -392,7 +411,10 @@ mod tests {
     #[test]
     fn incomplete_head_asks_for_more() {
         let mut head = RequestHead::default();
-        assert_eq!(parse_request(b"GET / HTTP/1.1\r\nHost: a\r\n", &mut head), Ok(false));
+        assert_eq!(
+            parse_request(b"GET / HTTP/1.1\r\nHost: a\r\n", &mut head),
+            Ok(false)
+        );
     }
 
     #[test]
@@ -424,8 +446,16 @@ mod tests {
     #[test]
     fn http10_defaults_to_close() {
         assert!(!req("GET / HTTP/1.0\r\n\r\n").unwrap().keep_alive);
-        assert!(req("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap().keep_alive);
-        assert!(!req("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap().keep_alive);
+        assert!(
+            req("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+                .unwrap()
+                .keep_alive
+        );
+        assert!(
+            !req("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+                .unwrap()
+                .keep_alive
+        );
     }
 
     #[test]
@@ -445,11 +475,34 @@ mod tests {
             assert!(parse_response(raw.as_bytes(), head_req, h).unwrap());
             h.body.unwrap()
         };
-        assert_eq!(ok("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", false, &mut h), BodyKind::Length(3));
-        assert_eq!(ok("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", true, &mut h), BodyKind::Empty);
-        assert_eq!(ok("HTTP/1.1 204 No Content\r\n\r\n", false, &mut h), BodyKind::Empty);
-        assert_eq!(ok("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false, &mut h), BodyKind::Chunked);
-        assert_eq!(ok("HTTP/1.1 200 OK\r\n\r\n", false, &mut h), BodyKind::UntilClose);
+        assert_eq!(
+            ok(
+                "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n",
+                false,
+                &mut h
+            ),
+            BodyKind::Length(3)
+        );
+        assert_eq!(
+            ok("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", true, &mut h),
+            BodyKind::Empty
+        );
+        assert_eq!(
+            ok("HTTP/1.1 204 No Content\r\n\r\n", false, &mut h),
+            BodyKind::Empty
+        );
+        assert_eq!(
+            ok(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false,
+                &mut h
+            ),
+            BodyKind::Chunked
+        );
+        assert_eq!(
+            ok("HTTP/1.1 200 OK\r\n\r\n", false, &mut h),
+            BodyKind::UntilClose
+        );
         assert_eq!(h.status, 200);
     }
 }

@@ -188,7 +188,7 @@ impl<'a> Words<'a> {
             return Err("unsupported layout version");
         }
         let capacity = self.w(W_CAPACITY).load(Ordering::Relaxed);
-        if capacity % 8 != 0 || capacity > (1 << 40) {
+        if !capacity.is_multiple_of(8) || capacity > (1 << 40) {
             return Err("bad slot capacity");
         }
         if Self::len_for(capacity as usize) != self.0.len() {
@@ -230,7 +230,8 @@ impl<'a> Words<'a> {
         }
         self.slot(s, S_GENERATION)
             .store(generation, Ordering::Relaxed);
-        self.slot(s, S_LEN).store(bytes.len() as u64, Ordering::Relaxed);
+        self.slot(s, S_LEN)
+            .store(bytes.len() as u64, Ordering::Relaxed);
         self.slot(s, S_CRC)
             .store(u64::from(crc32fast::hash(bytes)), Ordering::Relaxed);
         self.slot(s, S_PUBLISHED)
@@ -253,7 +254,8 @@ impl<'a> Words<'a> {
             self.w(W_MOVED_PATH + i)
                 .store(u64::from_le_bytes(word), Ordering::Relaxed);
         }
-        self.w(W_MOVED_PATH_LEN).store(len as u64, Ordering::Relaxed);
+        self.w(W_MOVED_PATH_LEN)
+            .store(len as u64, Ordering::Relaxed);
         // Release: a reader that sees the flag sees the path.
         self.w(W_MOVED).store(1, Ordering::Release);
     }
@@ -267,7 +269,10 @@ impl<'a> Words<'a> {
         let mut bytes = Vec::with_capacity(MOVED_PATH_MAX);
         for i in 0..len.div_ceil(8) {
             bytes.extend_from_slice(
-                &self.w(W_MOVED_PATH + i).load(Ordering::Relaxed).to_le_bytes(),
+                &self
+                    .w(W_MOVED_PATH + i)
+                    .load(Ordering::Relaxed)
+                    .to_le_bytes(),
             );
         }
         bytes.truncate(len);
@@ -280,7 +285,7 @@ impl<'a> Words<'a> {
             return Ok(ReadOutcome::Moved(path));
         }
         let capacity = self.capacity();
-        if capacity % 8 != 0 || Self::len_for(capacity) != self.0.len() {
+        if !capacity.is_multiple_of(8) || Self::len_for(capacity) != self.0.len() {
             return Err(SlotError::Header("slot capacity changed"));
         }
         for _ in 0..READ_ATTEMPTS {
@@ -352,7 +357,7 @@ impl Mapping {
             Map::ReadOnly(m) => m,
             Map::ReadWrite(m) => m,
         };
-        assert!(bytes.as_ptr() as usize % 8 == 0 && bytes.len() % 8 == 0);
+        assert!((bytes.as_ptr() as usize).is_multiple_of(8) && bytes.len().is_multiple_of(8));
         // SAFETY: the mapping is page-aligned (so 8-byte aligned, asserted above)
         // and its length is a multiple of 8 (asserted), so it is a valid
         // `[AtomicU64]` of len/8 elements, which has the same size and
@@ -362,8 +367,9 @@ impl Mapping {
         // from a read-only mapping are fine for word-sized atomics on every
         // platform we support (x86-64, aarch64).
         #[allow(unsafe_code)]
-        let words =
-            unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<AtomicU64>(), bytes.len() / 8) };
+        let words = unsafe {
+            std::slice::from_raw_parts(bytes.as_ptr().cast::<AtomicU64>(), bytes.len() / 8)
+        };
         Words(words)
     }
 }
@@ -388,7 +394,7 @@ impl Writer {
     /// it already holds a valid segment (so running dataplanes keep following
     /// it across a controlplane restart), else creating a new one.
     pub fn open_or_create(path: &Path) -> Result<Self, SegmentError> {
-        let lock_path = path.with_extension("lock");
+        let lock_path = lock_path(path);
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -452,7 +458,9 @@ impl Writer {
         if let Some(g) = self.mapping.words().publish(bytes, now) {
             return Ok(g);
         }
-        let capacity = (bytes.len() * 2).next_multiple_of(8).max(self.capacity() * 2);
+        let capacity = (bytes.len() * 2)
+            .next_multiple_of(8)
+            .max(self.capacity() * 2);
         let generation = self.generation();
         let bigger = create_segment(&self.path, capacity, generation)?;
         let g = bigger
@@ -469,6 +477,14 @@ impl Writer {
     pub fn words(&self) -> Words<'_> {
         self.mapping.words()
     }
+}
+
+/// The writer's lock file: the segment path with `.lock` appended (not an
+/// extension swap: `/dev/shm/a.b` and `/dev/shm/a.c` must not share a lock).
+pub fn lock_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".lock");
+    PathBuf::from(p)
 }
 
 /// Builds a complete segment beside `path`, then renames it over `path`, so
@@ -599,7 +615,9 @@ mod tests {
     use std::sync::Arc;
 
     fn region(capacity: usize) -> Vec<AtomicU64> {
-        (0..Words::len_for(capacity)).map(|_| AtomicU64::new(0)).collect()
+        (0..Words::len_for(capacity))
+            .map(|_| AtomicU64::new(0))
+            .collect()
     }
 
     /// A payload whose every byte and length derive from its generation, so a

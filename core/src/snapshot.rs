@@ -350,9 +350,14 @@ mod tests {
 
     #[test]
     fn hostnames_are_lowercased_and_validated() {
-        assert_eq!(Hostname::try_from("Foo.Example.COM").unwrap().as_str(), "foo.example.com");
+        assert_eq!(
+            Hostname::try_from("Foo.Example.COM").unwrap().as_str(),
+            "foo.example.com"
+        );
         assert!(Hostname::try_from("*.example.com").unwrap().is_wildcard());
-        for bad in ["", "*", "foo..com", "-a.com", "a_b.com", "1.2.3.4", "*.*.com", "a.com:80"] {
+        for bad in [
+            "", "*", "foo..com", "-a.com", "a_b.com", "1.2.3.4", "*.*.com", "a.com:80",
+        ] {
             assert!(Hostname::try_from(bad).is_err(), "{bad} should be invalid");
         }
     }

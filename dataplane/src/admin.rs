@@ -48,7 +48,12 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     match path {
         "/healthz" => respond(&mut stream, 200, "text/plain", "ok\n"),
         "/ready" if shared.ready() => respond(&mut stream, 200, "text/plain", "ready\n"),
-        "/ready" => respond(&mut stream, 503, "text/plain", "not ready: no valid snapshot on every worker\n"),
+        "/ready" => respond(
+            &mut stream,
+            503,
+            "text/plain",
+            "not ready: no valid snapshot on every worker\n",
+        ),
         "/snapshot" => {
             let body = snapshot_json(shared).to_string();
             respond(&mut stream, 200, "application/json", &body)
@@ -99,7 +104,12 @@ pub fn snapshot_json(shared: &Shared) -> serde_json::Value {
     })
 }
 
-fn respond(stream: &mut TcpStream, status: u16, content_type: &str, body: &str) -> std::io::Result<()> {
+fn respond(
+    stream: &mut TcpStream,
+    status: u16,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
     let phrase = match status {
         200 => "OK",
         400 => "Bad Request",

@@ -133,7 +133,10 @@ pub(crate) async fn answer_local(conn: &mut Conn, failure: Failure, close: bool)
 /// Where the request goes, decided while the head is still borrowed.
 enum Decision {
     Local(Failure),
-    Forward { backend: u32, rule_timeout: Option<std::time::Duration> },
+    Forward {
+        backend: u32,
+        rule_timeout: Option<std::time::Duration>,
+    },
 }
 
 /// Handles the request whose head is at the start of `conn.buf`. Returns
@@ -145,7 +148,10 @@ async fn handle(worker: &Rc<Worker>, conn: &mut Conn, key: BindKey) -> bool {
     let decision = decide(worker, conn, &table, key);
     match decision {
         Decision::Local(f) => local_and_skip(worker, conn, f).await,
-        Decision::Forward { backend, rule_timeout } => {
+        Decision::Forward {
+            backend,
+            rule_timeout,
+        } => {
             let b = table.backend(backend);
             if b.endpoints.is_empty() {
                 return local_and_skip(worker, conn, Failure::NoEndpoints).await;
@@ -170,7 +176,12 @@ async fn local_and_skip(worker: &Worker, conn: &mut Conn, failure: Failure) -> b
     keep
 }
 
-fn decide(worker: &Worker, conn: &mut Conn, table: &shardgate_core::RouteTable, key: BindKey) -> Decision {
+fn decide(
+    worker: &Worker,
+    conn: &mut Conn,
+    table: &shardgate_core::RouteTable,
+    key: BindKey,
+) -> Decision {
     let buf = &conn.buf;
     let head = &conn.head;
     let method = head.method.str(buf);

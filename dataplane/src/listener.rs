@@ -29,7 +29,12 @@ pub(crate) fn bind(key: BindKey) -> std::io::Result<TcpListener> {
 }
 
 /// Accepts until `stop` fires; each connection becomes its own task.
-pub(crate) async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, key: BindKey, stop: Stop) {
+pub(crate) async fn accept_loop(
+    worker: Rc<Worker>,
+    listener: TcpListener,
+    key: BindKey,
+    stop: Stop,
+) {
     loop {
         let accepted = monoio::select! {
             r = listener.accept() => Some(r),

@@ -71,7 +71,8 @@ fn parse_cores(spec: &str) -> Result<Vec<usize>, String> {
         let bad = || format!("invalid --cores {spec:?}");
         match part.split_once('-') {
             Some((a, b)) => {
-                let (a, b): (usize, usize) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                let (a, b): (usize, usize) =
+                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
                 if a > b {
                     return Err(bad());
                 }
@@ -118,11 +119,15 @@ fn run(args: Args) -> Result<(), String> {
     });
     let shared = Arc::new(Shared::new(workers));
     // Signals first, so a signal during start-up is not lost.
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let admin = admin::spawn(args.admin, Arc::clone(&shared))
         .map_err(|e| format!("cannot bind admin endpoint {}: {e}", args.admin))?;
-    let handles = spawn_workers(Arc::clone(&cfg), Arc::clone(&shared)).map_err(|e| format!("cannot start workers: {e}"))?;
+    let handles = spawn_workers(Arc::clone(&cfg), Arc::clone(&shared))
+        .map_err(|e| format!("cannot start workers: {e}"))?;
     tracing::info!(workers, driver = ?driver, admin = %admin, shm = %args.shm.display(), "dataplane started");
 
     if let Some(signal) = signals.forever().next() {

@@ -24,9 +24,7 @@ use crate::respond::{reason, Failure};
 use crate::transfer::{copy_body, read_more, write_all, CopyError, Framing};
 use crate::worker::Worker;
 use monoio::io::AsyncWriteRentExt;
-use shardgate_core::http1::{
-    parse_response, BodyKind, ChunkedDecoder, RequestHead, ResponseHead,
-};
+use shardgate_core::http1::{parse_response, BodyKind, ChunkedDecoder, RequestHead, ResponseHead};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -48,7 +46,12 @@ enum UpstreamError {
 
 /// Forwards the request at the start of `conn.buf` to `endpoint`. Returns
 /// whether the downstream connection may carry another request.
-pub(crate) async fn forward(worker: &Rc<Worker>, conn: &mut Conn, endpoint: SocketAddr, timeout: Duration) -> bool {
+pub(crate) async fn forward(
+    worker: &Rc<Worker>,
+    conn: &mut Conn,
+    endpoint: SocketAddr,
+    timeout: Duration,
+) -> bool {
     let head = &conn.head;
     let is_head = head.method.get(&conn.buf) == b"HEAD";
     let http10 = head.minor_version == 0;
@@ -95,7 +98,14 @@ pub(crate) async fn forward(worker: &Rc<Worker>, conn: &mut Conn, endpoint: Sock
             continue;
         }
         if !sent {
-            return fail(conn, request, Failure::UpstreamBroken, body_pending, client_keep_alive).await;
+            return fail(
+                conn,
+                request,
+                Failure::UpstreamBroken,
+                body_pending,
+                client_keep_alive,
+            )
+            .await;
         }
         if body_pending {
             if expect_continue && conn.buf.is_empty() {
@@ -110,7 +120,14 @@ pub(crate) async fn forward(worker: &Rc<Worker>, conn: &mut Conn, endpoint: Sock
                 BodyKind::Length(n) => Framing::Length(n),
                 _ => Framing::Chunked(ChunkedDecoder::new()),
             };
-            let copied = copy_body(&mut conn.stream, &mut conn.buf, &mut up.stream, framing, worker.cfg.idle_timeout).await;
+            let copied = copy_body(
+                &mut conn.stream,
+                &mut conn.buf,
+                &mut up.stream,
+                framing,
+                worker.cfg.idle_timeout,
+            )
+            .await;
             match copied {
                 Ok(()) => {}
                 Err(CopyError::Write) => {
@@ -138,17 +155,32 @@ pub(crate) async fn forward(worker: &Rc<Worker>, conn: &mut Conn, endpoint: Sock
                 };
             }
             Err(UpstreamError::Timeout) => {
-                return fail(conn, request, Failure::UpstreamTimeout, false, client_keep_alive).await
+                return fail(
+                    conn,
+                    request,
+                    Failure::UpstreamTimeout,
+                    false,
+                    client_keep_alive,
+                )
+                .await
             }
             Err(UpstreamError::ClosedEarly | UpstreamError::Broken) => {
-                return fail(conn, request, Failure::UpstreamBroken, false, client_keep_alive).await
+                return fail(
+                    conn,
+                    request,
+                    Failure::UpstreamBroken,
+                    false,
+                    client_keep_alive,
+                )
+                .await
             }
         }
     }
 
     // Relay the response.
     let resp_body = resp.body.unwrap_or(BodyKind::Empty);
-    let keep_alive = client_keep_alive && resp_body != BodyKind::UntilClose;
+    // Re-checked here: a drain may have begun while the request was out.
+    let keep_alive = client_keep_alive && !worker.draining() && resp_body != BodyKind::UntilClose;
     let mut out = request;
     out.clear();
     write_response_head(&up.buf, &resp, keep_alive, http10, &mut out);
@@ -172,7 +204,14 @@ pub(crate) async fn forward(worker: &Rc<Worker>, conn: &mut Conn, endpoint: Sock
             BodyKind::Chunked => Framing::Chunked(ChunkedDecoder::new()),
             _ => Framing::UntilClose,
         };
-        let streamed = copy_body(&mut up.stream, &mut up.buf, &mut conn.stream, framing, worker.cfg.upstream_timeout).await;
+        let streamed = copy_body(
+            &mut up.stream,
+            &mut up.buf,
+            &mut conn.stream,
+            framing,
+            worker.cfg.upstream_timeout,
+        )
+        .await;
         if let Err(e) = streamed {
             // The head is out; all we can do is cut the connection so the
             // client sees a truncated response rather than a wrong one.
@@ -180,7 +219,8 @@ pub(crate) async fn forward(worker: &Rc<Worker>, conn: &mut Conn, endpoint: Sock
             return false;
         }
     }
-    let reusable = resp.keep_alive && !http10 && resp_body != BodyKind::UntilClose && up.buf.is_empty();
+    let reusable =
+        resp.keep_alive && !http10 && resp_body != BodyKind::UntilClose && up.buf.is_empty();
     if reusable {
         worker.pool.put(up);
     }
@@ -200,7 +240,13 @@ async fn connect(worker: &Worker, endpoint: SocketAddr) -> Result<Upstream, Fail
 
 /// Answers `failure` downstream. If the request body was not consumed, the
 /// connection must close after the answer.
-async fn fail(conn: &mut Conn, request: Vec<u8>, failure: Failure, body_unread: bool, keep_alive: bool) -> bool {
+async fn fail(
+    conn: &mut Conn,
+    request: Vec<u8>,
+    failure: Failure,
+    body_unread: bool,
+    keep_alive: bool,
+) -> bool {
     conn.out = request;
     let keep = keep_alive && !body_unread;
     answer_local(conn, failure, !keep).await;
@@ -260,11 +306,21 @@ fn origin_form(target: &str) -> &str {
     rest.find('/').map_or("/", |i| &rest[i..])
 }
 
-fn write_request_head(buf: &[u8], head: &RequestHead, peer: SocketAddr, http10: bool, out: &mut Vec<u8>) {
+fn write_request_head(
+    buf: &[u8],
+    head: &RequestHead,
+    peer: SocketAddr,
+    http10: bool,
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(head.method.get(buf));
     out.push(b' ');
     out.extend_from_slice(origin_form(head.target.str(buf)).as_bytes());
-    out.extend_from_slice(if http10 { b" HTTP/1.0\r\n" } else { b" HTTP/1.1\r\n" });
+    out.extend_from_slice(if http10 {
+        b" HTTP/1.0\r\n"
+    } else {
+        b" HTTP/1.1\r\n"
+    });
     let last_xff = head
         .headers
         .iter()
@@ -295,7 +351,13 @@ fn write_request_head(buf: &[u8], head: &RequestHead, peer: SocketAddr, http10: 
     out.extend_from_slice(b"\r\n");
 }
 
-fn write_response_head(buf: &[u8], resp: &ResponseHead, keep_alive: bool, http10: bool, out: &mut Vec<u8>) {
+fn write_response_head(
+    buf: &[u8],
+    resp: &ResponseHead,
+    keep_alive: bool,
+    http10: bool,
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(itoa::Buffer::new().format(resp.status).as_bytes());
     out.push(b' ');
@@ -334,7 +396,13 @@ mod tests {
         let mut head = RequestHead::default();
         assert!(parse_request(raw, &mut head).unwrap());
         let mut out = Vec::new();
-        write_request_head(raw, &head, "127.0.0.9:5555".parse().unwrap(), false, &mut out);
+        write_request_head(
+            raw,
+            &head,
+            "127.0.0.9:5555".parse().unwrap(),
+            false,
+            &mut out,
+        );
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,

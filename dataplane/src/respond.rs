@@ -105,7 +105,11 @@ mod tests {
         };
         assert_eq!(res.code, Some(404));
         assert_eq!(&out[n..], b"404 Not Found\n");
-        let cl = res.headers.iter().find(|h| h.name == "content-length").unwrap();
+        let cl = res
+            .headers
+            .iter()
+            .find(|h| h.name == "content-length")
+            .unwrap();
         assert_eq!(cl.value, b"14");
     }
 }

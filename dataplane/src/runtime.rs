@@ -76,13 +76,18 @@ pub fn resolve_driver(driver: IoDriver) -> Result<IoDriver, &'static str> {
     match (driver, uring_available()) {
         (IoDriver::Auto, true) => Ok(IoDriver::Uring),
         (IoDriver::Auto, false) => Ok(IoDriver::Epoll),
-        (IoDriver::Uring, false) => Err("io_uring is not available (kernel, seccomp or memlock limits)"),
+        (IoDriver::Uring, false) => {
+            Err("io_uring is not available (kernel, seccomp or memlock limits)")
+        }
         (d, _) => Ok(d),
     }
 }
 
 /// Starts `shared.workers.len()` worker threads.
-pub fn spawn_workers(cfg: Arc<WorkerConfig>, shared: Arc<Shared>) -> std::io::Result<Vec<JoinHandle<()>>> {
+pub fn spawn_workers(
+    cfg: Arc<WorkerConfig>,
+    shared: Arc<Shared>,
+) -> std::io::Result<Vec<JoinHandle<()>>> {
     (0..shared.workers.len())
         .map(|id| {
             let cfg = Arc::clone(&cfg);

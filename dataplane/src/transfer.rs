@@ -89,7 +89,9 @@ pub(crate) async fn copy_body(
             Framing::UntilClose => buf.len(),
         };
         if take > 0 {
-            write_prefix(dst, buf, take).await.map_err(|_| CopyError::Write)?;
+            write_prefix(dst, buf, take)
+                .await
+                .map_err(|_| CopyError::Write)?;
         }
         let done = match &framing {
             Framing::Length(remaining) => *remaining == 0,

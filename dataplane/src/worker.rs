@@ -146,7 +146,11 @@ pub(crate) async fn run(id: usize, cfg: Arc<WorkerConfig>, shared: Arc<Shared>) 
 }
 
 async fn drain(worker: &Rc<Worker>) {
-    tracing::info!(worker = worker.id, connections = worker.active.get(), "draining");
+    tracing::info!(
+        worker = worker.id,
+        connections = worker.active.get(),
+        "draining"
+    );
     for (_, stop) in worker.listeners.borrow_mut().drain() {
         stop.fire();
     }
@@ -157,7 +161,11 @@ async fn drain(worker: &Rc<Worker>) {
         monoio::time::sleep(Duration::from_millis(10)).await;
     }
     if worker.active.get() > 0 {
-        tracing::warn!(worker = worker.id, connections = worker.active.get(), "drain deadline passed");
+        tracing::warn!(
+            worker = worker.id,
+            connections = worker.active.get(),
+            "drain deadline passed"
+        );
     }
 }
 
@@ -237,7 +245,8 @@ fn apply(worker: &Rc<Worker>, generation: u64, published: u64, bytes: &[u8]) {
     let s = worker.status();
     s.rules.store(summary.rules as u64, Ordering::Relaxed);
     s.backends.store(summary.backends as u64, Ordering::Relaxed);
-    s.endpoints.store(summary.endpoints as u64, Ordering::Relaxed);
+    s.endpoints
+        .store(summary.endpoints as u64, Ordering::Relaxed);
     s.published_unix_nanos.store(published, Ordering::Relaxed);
     s.applied_unix_nanos.store(now, Ordering::Relaxed);
     s.applied.fetch_add(1, Ordering::Relaxed);
@@ -267,9 +276,14 @@ fn sync_listeners(worker: &Rc<Worker>, table: &RouteTable) {
             keep
         });
     }
-    worker.failed_binds.borrow_mut().retain(|k| wanted.contains(k));
+    worker
+        .failed_binds
+        .borrow_mut()
+        .retain(|k| wanted.contains(k));
     for key in wanted {
-        if !worker.listeners.borrow().contains_key(&key) && !worker.failed_binds.borrow().contains(&key) {
+        if !worker.listeners.borrow().contains_key(&key)
+            && !worker.failed_binds.borrow().contains(&key)
+        {
             open_listener(worker, key, true);
         }
     }
@@ -280,7 +294,12 @@ fn open_listener(worker: &Rc<Worker>, key: BindKey, first_try: bool) {
     match listener::bind(key) {
         Ok(l) => {
             let stop = Stop::new();
-            monoio::spawn(listener::accept_loop(Rc::clone(worker), l, key, stop.clone()));
+            monoio::spawn(listener::accept_loop(
+                Rc::clone(worker),
+                l,
+                key,
+                stop.clone(),
+            ));
             worker.listeners.borrow_mut().insert(key, stop);
             tracing::info!(worker = worker.id, address = %key.0, port = key.1, "listener bound");
         }

@@ -85,8 +85,12 @@ fn main() {
 }
 
 fn status(path: &Path) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("no status at {} (is the controlplane running with --status-file?)", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "no status at {} (is the controlplane running with --status-file?)",
+            path.display()
+        )
+    })?;
     print!("{text}");
     Ok(())
 }
@@ -117,7 +121,10 @@ impl Drop for Children {
 
 fn run(args: &RunArgs) -> anyhow::Result<()> {
     if !args.config_dir.is_dir() {
-        bail!("--config-dir {} is not a directory", args.config_dir.display());
+        bail!(
+            "--config-dir {} is not a directory",
+            args.config_dir.display()
+        );
     }
     let shm = args
         .shm
@@ -125,9 +132,11 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from(format!("/dev/shm/shardgate-{}", std::process::id())));
     let cp_bin = sibling("shardgate-controlplane")?;
     let dp_bin = sibling("shardgate-dataplane")?;
-    let mut signals =
-        signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
-            .context("cannot install signal handlers")?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .context("cannot install signal handlers")?;
 
     let start_cp = || -> anyhow::Result<Child> {
         Command::new(&cp_bin)
@@ -137,7 +146,12 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
             .arg(&shm)
             .arg("--status-file")
             .arg(&args.status_file)
-            .args(["--bind-address", &args.bind_address, "--log-format", &args.log_format])
+            .args([
+                "--bind-address",
+                &args.bind_address,
+                "--log-format",
+                &args.log_format,
+            ])
             .spawn()
             .context("cannot start shardgate-controlplane")
     };
@@ -160,7 +174,11 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         dataplane,
     };
     wait_started(&mut children, args.admin)?;
-    eprintln!("shardgate: running (admin http://{}/ready, status: shardgate status --status-file {})", args.admin, args.status_file.display());
+    eprintln!(
+        "shardgate: running (admin http://{}/ready, status: shardgate status --status-file {})",
+        args.admin,
+        args.status_file.display()
+    );
 
     let mut cp_restarts = Vec::<Instant>::new();
     loop {
@@ -177,9 +195,15 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
             // controlplane back, but not in a tight loop.
             cp_restarts.retain(|t| t.elapsed() < Duration::from_secs(60));
             if cp_restarts.len() >= 5 {
-                bail!("shardgate-controlplane keeps exiting ({}); giving up", describe(st));
+                bail!(
+                    "shardgate-controlplane keeps exiting ({}); giving up",
+                    describe(st)
+                );
             }
-            eprintln!("shardgate: controlplane exited ({}); restarting", describe(st));
+            eprintln!(
+                "shardgate: controlplane exited ({}); restarting",
+                describe(st)
+            );
             std::thread::sleep(Duration::from_millis(200 * (1 << cp_restarts.len())));
             cp_restarts.push(Instant::now());
             children.controlplane = start_cp()?;
@@ -218,7 +242,7 @@ fn shutdown(mut children: Children, shm: &Path) -> anyhow::Result<()> {
     let _ = kill(pid(&children.controlplane), Signal::SIGTERM);
     let _ = children.controlplane.wait();
     let _ = std::fs::remove_file(shm);
-    let _ = std::fs::remove_file(shm.with_extension("lock"));
+    let _ = std::fs::remove_file(shardgate_core::shm::lock_path(shm));
     if !status.success() {
         bail!("shardgate-dataplane stopped with {}", describe(status));
     }
@@ -226,7 +250,10 @@ fn shutdown(mut children: Children, shm: &Path) -> anyhow::Result<()> {
 }
 
 fn describe(st: ExitStatus) -> String {
-    match (st.code(), std::os::unix::process::ExitStatusExt::signal(&st)) {
+    match (
+        st.code(),
+        std::os::unix::process::ExitStatusExt::signal(&st),
+    ) {
         (Some(c), _) => format!("exit code {c}"),
         (None, Some(s)) => format!("killed by signal {s}"),
         _ => "unknown status".to_owned(),
@@ -236,7 +263,11 @@ fn describe(st: ExitStatus) -> String {
 fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     Some(text)

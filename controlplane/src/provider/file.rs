@@ -156,8 +156,8 @@ impl ConfigDir {
 fn split_documents(text: &str) -> Vec<(usize, String)> {
     let mut docs = vec![(1, String::new())];
     for (i, line) in text.lines().enumerate() {
-        let is_separator = line.starts_with("---")
-            && line[3..].chars().next().is_none_or(|c| c.is_whitespace());
+        let is_separator =
+            line.starts_with("---") && line[3..].chars().next().is_none_or(|c| c.is_whitespace());
         if is_separator {
             docs.push((i + 1, String::new()));
             let rest = line[3..].trim();
@@ -226,9 +226,8 @@ pub fn parse_documents(path: &Path, text: &str) -> Result<Vec<Object>, ConfigErr
 
 /// Rewrites the parser's document-relative `at line N` into file lines.
 fn relocate(message: &str, first_line: usize) -> String {
-    static LINE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-        regex::Regex::new(r"line (\d+)").expect("static pattern")
-    });
+    static LINE: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r"line (\d+)").expect("static pattern"));
     LINE.replace_all(message, |c: &regex::Captures<'_>| {
         let n: usize = c[1].parse().unwrap_or(1);
         format!("line {}", n + first_line - 1)

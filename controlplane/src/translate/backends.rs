@@ -79,7 +79,10 @@ impl<'s> BackendResolver<'s> {
         port: Option<i32>,
     ) -> Result<u32, (&'static str, String)> {
         if !group.is_empty() || kind != "Service" {
-            return Err(("InvalidKind", format!("backend kind {group}/{kind} is not supported")));
+            return Err((
+                "InvalidKind",
+                format!("backend kind {group}/{kind} is not supported"),
+            ));
         }
         let ns = namespace.unwrap_or(route_ns);
         if ns != route_ns && !self.granted(route_ns, route_kind, ns, name) {
@@ -92,7 +95,10 @@ impl<'s> BackendResolver<'s> {
             return Err(("BackendNotFound", format!("Service {ns}/{name} not found")));
         };
         let Some(port) = port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0) else {
-            return Err(("BackendNotFound", format!("backendRef to Service {ns}/{name} needs a port")));
+            return Err((
+                "BackendNotFound",
+                format!("backendRef to Service {ns}/{name} needs a port"),
+            ));
         };
         let Some(sp) = service
             .spec
@@ -100,7 +106,10 @@ impl<'s> BackendResolver<'s> {
             .and_then(|s| s.ports.as_ref())
             .and_then(|ports| ports.iter().find(|p| p.port == i32::from(port)))
         else {
-            return Err(("BackendNotFound", format!("Service {ns}/{name} has no port {port}")));
+            return Err((
+                "BackendNotFound",
+                format!("Service {ns}/{name} has no port {port}"),
+            ));
         };
         let key = (ns.to_owned(), name.to_owned(), port);
         if let Some(&i) = self.index.get(&key) {

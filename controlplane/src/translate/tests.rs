@@ -70,7 +70,11 @@ endpoints:
 "#;
 
 fn route_status<'a>(t: &'a Translation, name: &str) -> &'a RouteStatus {
-    t.status.routes.iter().find(|r| r.name == name).expect("route status")
+    t.status
+        .routes
+        .iter()
+        .find(|r| r.name == name)
+        .expect("route status")
 }
 
 fn reason(c: &[Condition], kind: &str) -> (bool, &'static str) {
@@ -85,17 +89,38 @@ fn same_namespace_route_attaches_and_resolves_ready_endpoints() {
     ));
     let t = translate(&s, &opts());
     let r = route_status(&t, "r");
-    assert_eq!(reason(&r.parents[0].conditions, "Accepted"), (true, "Accepted"));
-    assert_eq!(reason(&r.parents[0].conditions, "ResolvedRefs"), (false, "BackendNotFound"));
-    let l = t.snapshot.listeners.iter().find(|l| l.name == "same").unwrap();
+    assert_eq!(
+        reason(&r.parents[0].conditions, "Accepted"),
+        (true, "Accepted")
+    );
+    assert_eq!(
+        reason(&r.parents[0].conditions, "ResolvedRefs"),
+        (false, "BackendNotFound")
+    );
+    let l = t
+        .snapshot
+        .listeners
+        .iter()
+        .find(|l| l.name == "same")
+        .unwrap();
     let rule = &l.virtual_hosts[0].rules[0];
     assert_eq!(rule.backends[0].target, BackendTarget::Backend(0));
-    assert_eq!(rule.backends[1].target, BackendTarget::Invalid { status: 500 });
-    assert_eq!(t.snapshot.backends[0].endpoints, vec!["127.0.0.10:3000".parse().unwrap()]);
+    assert_eq!(
+        rule.backends[1].target,
+        BackendTarget::Invalid { status: 500 }
+    );
+    assert_eq!(
+        t.snapshot.backends[0].endpoints,
+        vec!["127.0.0.10:3000".parse().unwrap()]
+    );
     let gw = &t.status.gateways[0];
     assert_eq!(gw.listeners[0].attached_routes, 1);
     assert_eq!(gw.listeners[1].attached_routes, 0);
-    assert_eq!(t.status.classes.len(), 1, "only our GatewayClass gets status");
+    assert_eq!(
+        t.status.classes.len(),
+        1,
+        "only our GatewayClass gets status"
+    );
 }
 
 #[test]
@@ -133,11 +158,17 @@ spec:
     let t = translate(&s, &opts());
     let accepted = |n| reason(&route_status(&t, n).parents[0].conditions, "Accepted");
     assert_eq!(accepted("other-ns"), (false, "NotAllowedByListeners"));
-    assert_eq!(accepted("wrong-host"), (false, "NoMatchingListenerHostname"));
+    assert_eq!(
+        accepted("wrong-host"),
+        (false, "NoMatchingListenerHostname")
+    );
     assert_eq!(accepted("no-grant"), (true, "Accepted"));
     assert_eq!(accepted("no-section"), (false, "NoMatchingParent"));
     assert_eq!(
-        reason(&route_status(&t, "no-grant").parents[0].conditions, "ResolvedRefs"),
+        reason(
+            &route_status(&t, "no-grant").parents[0].conditions,
+            "ResolvedRefs"
+        ),
         (false, "RefNotPermitted")
     );
 }
@@ -168,13 +199,22 @@ spec:
 "#
     ));
     let t = translate(&s, &opts());
-    let l = t.snapshot.listeners.iter().find(|l| l.name == "same").unwrap();
+    let l = t
+        .snapshot
+        .listeners
+        .iter()
+        .find(|l| l.name == "same")
+        .unwrap();
     let foo = l
         .virtual_hosts
         .iter()
         .find(|v| matches!(&v.host, HostMatch::Exact(h) if h.as_str() == "foo.example.com"))
         .unwrap();
-    let order: Vec<_> = foo.rules.iter().map(|r| (r.source.route.name.as_str(), r.matches.path.clone())).collect();
+    let order: Vec<_> = foo
+        .rules
+        .iter()
+        .map(|r| (r.source.route.name.as_str(), r.matches.path.clone()))
+        .collect();
     assert_eq!(
         order,
         vec![
@@ -206,8 +246,21 @@ spec:
     );
     let t = translate(&s, &opts());
     let gw = &t.status.gateways[0];
-    assert_eq!(reason(&gw.listeners[0].conditions, "Conflicted"), (true, "HostnameConflict"));
-    assert_eq!(reason(&gw.listeners[2].conditions, "Accepted"), (false, "UnsupportedProtocol"));
-    assert_eq!(reason(&gw.listeners[3].conditions, "Programmed"), (true, "Programmed"));
-    assert_eq!(t.snapshot.listeners.len(), 1, "only the valid, unconflicted listener ships");
+    assert_eq!(
+        reason(&gw.listeners[0].conditions, "Conflicted"),
+        (true, "HostnameConflict")
+    );
+    assert_eq!(
+        reason(&gw.listeners[2].conditions, "Accepted"),
+        (false, "UnsupportedProtocol")
+    );
+    assert_eq!(
+        reason(&gw.listeners[3].conditions, "Programmed"),
+        (true, "Programmed")
+    );
+    assert_eq!(
+        t.snapshot.listeners.len(),
+        1,
+        "only the valid, unconflicted listener ships"
+    );
 }

@@ -79,7 +79,8 @@ impl ChunkedDecoder {
             match self.state {
                 State::Done => break,
                 State::Data => {
-                    let take = (input.len() - i).min(self.remaining.min(usize::MAX as u64) as usize);
+                    let take =
+                        (input.len() - i).min(self.remaining.min(usize::MAX as u64) as usize);
                     i += take;
                     self.remaining -= take as u64;
                     if self.remaining == 0 {
@@ -203,7 +204,13 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in [&b"zz\r\n"[..], b"5\r\nhelloXX", b"5\nhello", b"fffffffffffffffff\r\n", b"\r\n"] {
+        for bad in [
+            &b"zz\r\n"[..],
+            b"5\r\nhelloXX",
+            b"5\nhello",
+            b"fffffffffffffffff\r\n",
+            b"\r\n",
+        ] {
             assert!(ChunkedDecoder::new().advance(bad).is_err(), "{bad:?}");
         }
     }

@@ -89,7 +89,8 @@ impl HostIndex {
                 let suffix = h.wildcard_suffix().unwrap_or(h.as_str()).to_owned();
                 if !self.wildcards.iter().any(|(s, _)| *s == suffix) {
                     self.wildcards.push((suffix, entry));
-                    self.wildcards.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+                    self.wildcards
+                        .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
                 }
             }
             HostMatch::Any => {
@@ -391,7 +392,12 @@ mod tests {
         }
     }
 
-    fn route_name(t: &RouteTable, host: &str, path: &str, headers: &[httparse::Header<'_>]) -> String {
+    fn route_name(
+        t: &RouteTable,
+        host: &str,
+        path: &str,
+        headers: &[httparse::Header<'_>],
+    ) -> String {
         let req = Request {
             method: "GET",
             host,
@@ -431,7 +437,10 @@ mod tests {
                     None,
                     vec![VirtualHost {
                         host: HostMatch::Any,
-                        rules: vec![rule("any-regex", PathMatch::RegularExpression("/r/[0-9]+".into()))],
+                        rules: vec![rule(
+                            "any-regex",
+                            PathMatch::RegularExpression("/r/[0-9]+".into()),
+                        )],
                     }],
                 ),
             ],
@@ -439,8 +448,14 @@ mod tests {
         };
         let t = RouteTable::compile(&snap).unwrap();
         assert_eq!(route_name(&t, "foo.example.com", "/x", &[]), "foo-exact");
-        assert_eq!(route_name(&t, "foo.example.com", "/api/v1", &[]), "foo-prefix");
-        assert_eq!(route_name(&t, "foo.example.com", "/apiv1", &[]), "404@*.example.com");
+        assert_eq!(
+            route_name(&t, "foo.example.com", "/api/v1", &[]),
+            "foo-prefix"
+        );
+        assert_eq!(
+            route_name(&t, "foo.example.com", "/apiv1", &[]),
+            "404@*.example.com"
+        );
         assert_eq!(route_name(&t, "bar.example.com", "/anything", &[]), "wild");
         assert_eq!(route_name(&t, "other.org", "/r/42", &[]), "any-regex");
         assert_eq!(route_name(&t, "other.org", "/r/42x", &[]), "404@any");
@@ -495,6 +510,9 @@ mod tests {
             )],
             backends: vec![],
         };
-        assert!(matches!(RouteTable::compile(&snap), Err(CompileError::Regex { .. })));
+        assert!(matches!(
+            RouteTable::compile(&snap),
+            Err(CompileError::Regex { .. })
+        ));
     }
 }

@@ -133,7 +133,10 @@ fn validate_rule(i: usize, rule: &Rule, backends: usize) -> Result<(), InvalidSn
             return Err(bad("method"));
         }
     }
-    if headers.iter().any(|HeaderMatch { name, .. }| !is_lower_token(name)) {
+    if headers
+        .iter()
+        .any(|HeaderMatch { name, .. }| !is_lower_token(name))
+    {
         return Err(bad("header name"));
     }
     if query.iter().any(|QueryMatch { name, .. }| name.is_empty()) {
@@ -161,9 +164,7 @@ fn validate_rule(i: usize, rule: &Rule, backends: usize) -> Result<(), InvalidSn
 fn is_lower_token(name: &str) -> bool {
     !name.is_empty()
         && name.bytes().all(|b| {
-            b.is_ascii_lowercase()
-                || b.is_ascii_digit()
-                || b"!#$%&'*+-.^_`|~".contains(&b)
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
         })
 }
 

@@ -1,0 +1,442 @@
+//! `shardgate-echo`: a stand-in for the Gateway API conformance backend `echo-basic`
+//! (HTTP mode), plus a few `/_shardgate/` endpoints used by Shardgate's own end-to-end tests.
+//!
+//! One process serves many "pods": every `--serve` spec is its own listener with its own
+//! identity and counters, so a test can start a whole fleet of backends at once.
+//!
+//! ```text
+//! shardgate-echo --serve 'ADDR,pod=NAME,namespace=NS[,service=SVC][,h2c]' [--serve ...]
+//!                [--http-port-field 3000] [--ingress NAME] [--verbose]
+//! ```
+//!
+//! Once every listener is bound it prints `listening ADDR pod=NAME` per listener (with the
+//! real port when the spec asked for port 0) and then `ready`.
+
+#![forbid(unsafe_code)]
+
+#[path = "echo/goish.rs"]
+mod goish;
+#[path = "echo/handlers.rs"]
+mod handlers;
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use clap::Parser;
+use hyper::header::HeaderValue;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{watch, Notify};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Command line. Identity defaults come from the same environment variables `echo-basic`
+/// reads, so the binary can also be dropped into a pod-like environment unchanged.
+#[derive(Debug, Parser)]
+#[command(
+    name = "shardgate-echo",
+    about = "Gateway API conformance echo backend (echo-basic, HTTP mode) for Shardgate tests"
+)]
+struct Cli {
+    /// Listener spec: `ADDR,pod=NAME,namespace=NS[,service=SVC][,h2c]`. ADDR is ip:port
+    /// (port 0 picks a free port). `h2c` also accepts HTTP/2 with prior knowledge and
+    /// behaves like echo-basic's h2c port. pod/namespace/service default to
+    /// $POD_NAME/$NAMESPACE/$SERVICE_NAME.
+    #[arg(long = "serve", value_name = "SPEC", required = true, value_parser = parse_serve_spec)]
+    serve: Vec<ServeSpec>,
+
+    /// Value reported as `httpPort` in echo answers (echo-basic reports $HTTP_PORT on every
+    /// listener, so it does not identify the socket).
+    #[arg(long, env = "HTTP_PORT", default_value = "3000")]
+    http_port_field: String,
+
+    /// Value reported as `ingress` in echo answers.
+    #[arg(long, env = "INGRESS_NAME", default_value = "")]
+    ingress: String,
+
+    /// Log requests and connection errors to stderr.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+/// One `--serve` listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ServeSpec {
+    addr: SocketAddr,
+    pod: String,
+    namespace: String,
+    service: String,
+    h2c: bool,
+}
+
+fn parse_serve_spec(spec: &str) -> Result<ServeSpec, String> {
+    parse_serve_spec_with_env(spec, |name| std::env::var(name).ok())
+}
+
+/// Spec parsing with the environment injected, so tests do not depend on the real one.
+fn parse_serve_spec_with_env(
+    spec: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<ServeSpec, String> {
+    let mut parts = spec.split(',');
+    let addr_text = parts.next().unwrap_or_default().trim();
+    let addr: SocketAddr = addr_text
+        .parse()
+        .map_err(|e| format!("bad listen address {addr_text:?} (want ip:port): {e}"))?;
+
+    let (mut pod, mut namespace, mut service, mut h2c) = (None, None, None, false);
+    for part in parts.map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('=') {
+            Some(("pod", v)) => pod = Some(v.to_owned()),
+            Some(("namespace", v)) => namespace = Some(v.to_owned()),
+            Some(("service", v)) => service = Some(v.to_owned()),
+            None if part == "h2c" => h2c = true,
+            _ => {
+                return Err(format!(
+                    "unknown spec item {part:?} (want pod=, namespace=, service= or h2c)"
+                ))
+            }
+        }
+    }
+    let or_env = |v: Option<String>, var: &str| v.or_else(|| env(var)).unwrap_or_default();
+    let spec = ServeSpec {
+        addr,
+        pod: or_env(pod, "POD_NAME"),
+        namespace: or_env(namespace, "NAMESPACE"),
+        service: or_env(service, "SERVICE_NAME"),
+        h2c,
+    };
+    // The pod name goes into every response as `X-Echo-Pod`; reject it now rather than
+    // failing requests later.
+    HeaderValue::from_str(&spec.pod)
+        .map_err(|_| format!("pod name {:?} is not a valid header value", spec.pod))?;
+    Ok(spec)
+}
+
+/// State shared by every listener of the process.
+pub struct App {
+    pub http_port_field: String,
+    pub ingress: String,
+    pub verbose: bool,
+    /// Retry-simulator attempt counts keyed by (namespace, pod, uuid): echo-basic keeps
+    /// them per process, i.e. per pod.
+    pub retry_attempts: Mutex<HashMap<(String, String, String), i64>>,
+    /// `X-Body-Sha256` values already computed for `/_shardgate/bytes?n=N`.
+    pub bytes_sha_cache: Mutex<HashMap<u64, String>>,
+    /// The `/_shardgate/bytes` pattern, long enough that any frame is one sub-slice.
+    pub pattern: Bytes,
+}
+
+/// One listener: a pod's identity and its counters.
+pub struct Listener {
+    pub app: Arc<App>,
+    pub pod: String,
+    pub pod_header: HeaderValue,
+    pub namespace: String,
+    pub service: String,
+    /// Behave like echo-basic's h2c port (accepts prior-knowledge HTTP/2).
+    pub h2c: bool,
+    /// TCP connections accepted since start.
+    pub connections: AtomicU64,
+    /// Requests served since start, not counting `/_shardgate/stats`.
+    pub requests: AtomicU64,
+}
+
+/// Lets a handler ask for its connection to be torn down with a TCP RST.
+#[derive(Default)]
+pub struct AbortSignal {
+    requested: AtomicBool,
+    notify: Notify,
+}
+
+impl AbortSignal {
+    pub fn request(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        // notify_one stores a permit, so the request is not lost if the connection task
+        // is not waiting at this instant.
+        self.notify.notify_one();
+    }
+
+    fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+}
+
+/// Per-connection context handed to every request handler.
+pub struct ConnCtx {
+    pub listener: Arc<Listener>,
+    pub abort: Arc<AbortSignal>,
+    /// Never changes; `changed()` fails once the connection task has finished, which is how
+    /// an aborting handler learns that the socket is gone.
+    pub closed: watch::Receiver<()>,
+}
+
+/// The accepted socket as given to hyper. Owning the stream here (rather than handing hyper
+/// a bare `TcpStream`) is what lets an abort set `SO_LINGER=0` right before the close, so
+/// the kernel sends RST instead of FIN, as echo-basic's retry simulator does.
+struct AbortableStream {
+    inner: TcpStream,
+    abort: Arc<AbortSignal>,
+}
+
+impl Drop for AbortableStream {
+    fn drop(&mut self) {
+        if self.abort.is_requested() {
+            // If this fails the peer sees a FIN instead of an RST: still a failed request.
+            let _ = self.inner.set_zero_linger();
+        }
+    }
+}
+
+impl AsyncRead for AbortableStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for AbortableStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")
+        .and_then(|runtime| {
+            let result = runtime.block_on(run(cli));
+            // Do not wait on connections or hashing still in flight once we decided to exit.
+            runtime.shutdown_timeout(Duration::from_millis(200));
+            result
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with the cause chain; test logs do not need anyhow's backtrace.
+            eprintln!("shardgate-echo: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let app = Arc::new(App {
+        http_port_field: cli.http_port_field,
+        ingress: cli.ingress,
+        verbose: cli.verbose,
+        retry_attempts: Mutex::new(HashMap::new()),
+        bytes_sha_cache: Mutex::new(HashMap::new()),
+        pattern: handlers::bytes_pattern(),
+    });
+
+    // Bind everything before announcing anything: tests treat `ready` as "all ports open".
+    let mut bound = Vec::with_capacity(cli.serve.len());
+    for spec in cli.serve {
+        let socket = TcpListener::bind(spec.addr)
+            .await
+            .with_context(|| format!("binding {}", spec.addr))?;
+        let local = socket.local_addr().context("reading the bound address")?;
+        let pod_header = HeaderValue::from_str(&spec.pod)
+            .with_context(|| format!("pod name {:?} is not a valid header value", spec.pod))?;
+        let listener = Arc::new(Listener {
+            app: Arc::clone(&app),
+            pod: spec.pod,
+            pod_header,
+            namespace: spec.namespace,
+            service: spec.service,
+            h2c: spec.h2c,
+            connections: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+        });
+        bound.push((socket, local, listener));
+    }
+
+    // Install the handlers before `ready`, so a test may signal us right after reading it.
+    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+
+    {
+        let mut out = std::io::stdout().lock();
+        for (_, local, listener) in &bound {
+            writeln!(out, "listening {local} pod={}", listener.pod)?;
+        }
+        writeln!(out, "ready")?;
+        out.flush()?;
+    }
+
+    for (socket, _, listener) in bound {
+        tokio::spawn(accept_loop(socket, listener));
+    }
+
+    tokio::select! {
+        _ = sigterm.recv() => {}
+        _ = sigint.recv() => {}
+    }
+    Ok(())
+}
+
+async fn accept_loop(socket: TcpListener, listener: Arc<Listener>) {
+    loop {
+        match socket.accept().await {
+            Ok((stream, _peer)) => {
+                listener.connections.fetch_add(1, Ordering::Relaxed);
+                // Small JSON answers should not wait for Nagle.
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(serve_connection(stream, Arc::clone(&listener)));
+            }
+            Err(e) => {
+                // Typically EMFILE; back off instead of spinning, and keep serving.
+                eprintln!("shardgate-echo: accept on pod {}: {e}", listener.pod);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(stream: TcpStream, listener: Arc<Listener>) {
+    let abort = Arc::new(AbortSignal::default());
+    // Dropped when this function returns, which wakes handlers waiting for the close.
+    let (_closed_tx, closed_rx) = watch::channel(());
+    let verbose = listener.app.verbose;
+    let h2c = listener.h2c;
+    let ctx = Arc::new(ConnCtx {
+        listener,
+        abort: Arc::clone(&abort),
+        closed: closed_rx,
+    });
+    let io = TokioIo::new(AbortableStream {
+        inner: stream,
+        abort: Arc::clone(&abort),
+    });
+    let service = service_fn(move |req| {
+        let ctx = Arc::clone(&ctx);
+        async move { Ok::<_, std::convert::Infallible>(handlers::handle(ctx, req).await) }
+    });
+
+    // Go's net/http has no header-read or idle timeout by default; keep-alive connections
+    // must stay open as long as the client (the proxy's pool) wants them.
+    let result = if h2c {
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .keep_alive(true)
+            .half_close(true)
+            .title_case_headers(true)
+            .header_read_timeout(None);
+        // The h2 preface is detected automatically; anything else is served as HTTP/1.x.
+        let conn = builder.serve_connection(io, service);
+        tokio::select! {
+            res = conn => res.map_err(|e| e.to_string()),
+            () = abort.notify.notified() => Ok(()),
+        }
+    } else {
+        // TODO(websocket): `/ws` needs `.with_upgrades()` here and a WebSocket echo handler
+        // (echo-basic uses golang.org/x/net/websocket, which requires an Origin header).
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .keep_alive(true)
+            // A client that half-closes after sending its request still gets the answer.
+            .half_close(true)
+            // Go writes canonical header names; title case is the closest hyper offers.
+            .title_case_headers(true)
+            .header_read_timeout(None);
+        let conn = builder.serve_connection(io, service);
+        tokio::select! {
+            res = conn => res.map_err(|e| e.to_string()),
+            () = abort.notify.notified() => Ok(()),
+        }
+    };
+    // Leaving the select dropped the connection and with it the socket; on abort the
+    // AbortableStream drop turned that close into an RST.
+    if let Err(e) = result {
+        if verbose {
+            eprintln!("shardgate-echo: connection error: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "POD_NAME" => Some("env-pod".to_owned()),
+            "NAMESPACE" => Some("env-ns".to_owned()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn serve_specs_parse() {
+        let spec = parse_serve_spec_with_env(
+            "127.0.0.1:0,pod=infra-backend-v1-0-0,namespace=gateway-conformance-infra,service=infra-backend-v1,h2c",
+            env,
+        )
+        .unwrap();
+        assert_eq!(
+            spec,
+            ServeSpec {
+                addr: "127.0.0.1:0".parse().unwrap(),
+                pod: "infra-backend-v1-0-0".to_owned(),
+                namespace: "gateway-conformance-infra".to_owned(),
+                service: "infra-backend-v1".to_owned(),
+                h2c: true,
+            }
+        );
+
+        let spec = parse_serve_spec_with_env("127.0.0.1:3000", env).unwrap();
+        assert_eq!(spec.pod, "env-pod");
+        assert_eq!(spec.namespace, "env-ns");
+        assert_eq!(spec.service, "");
+        assert!(!spec.h2c);
+
+        assert!(parse_serve_spec_with_env("localhost:80,pod=a", env).is_err());
+        assert!(parse_serve_spec_with_env("127.0.0.1:80,colour=red", env).is_err());
+        assert!(parse_serve_spec_with_env("127.0.0.1:80,pod=a\tb\u{7f}", env).is_err());
+    }
+}
