@@ -7,7 +7,10 @@ use std::process::Command;
 
 fn run(bin: &str, args: &[&str]) -> (bool, String) {
     let out = Command::new(bin).args(args).output().expect("run binary");
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -18,7 +21,13 @@ fn help_describes_the_flags() {
         .expect("run");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
-    for flag in ["--config-dir", "--shm", "--status-file", "--bind-address", "--log-format"] {
+    for flag in [
+        "--config-dir",
+        "--shm",
+        "--status-file",
+        "--bind-address",
+        "--log-format",
+    ] {
         assert!(text.contains(flag), "{flag} missing from --help");
     }
 }
@@ -27,7 +36,12 @@ fn help_describes_the_flags() {
 fn a_missing_config_dir_is_a_one_line_error() {
     let (ok, err) = run(
         env!("CARGO_BIN_EXE_shardgate-controlplane"),
-        &["--config-dir", "/nonexistent/dir", "--shm", "/tmp/unused-segment"],
+        &[
+            "--config-dir",
+            "/nonexistent/dir",
+            "--shm",
+            "/tmp/unused-segment",
+        ],
     );
     assert!(!ok);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
@@ -36,7 +50,10 @@ fn a_missing_config_dir_is_a_one_line_error() {
 
 #[test]
 fn the_launcher_refuses_a_missing_config_dir() {
-    let (ok, err) = run(env!("CARGO_BIN_EXE_shardgate"), &["run", "--config-dir", "/nonexistent/dir"]);
+    let (ok, err) = run(
+        env!("CARGO_BIN_EXE_shardgate"),
+        &["run", "--config-dir", "/nonexistent/dir"],
+    );
     assert!(!ok);
     assert!(err.contains("is not a directory"), "{err}");
 }
