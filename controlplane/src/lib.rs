@@ -14,6 +14,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod provider;
 pub mod publisher;
 pub mod status;

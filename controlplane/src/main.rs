@@ -4,6 +4,7 @@
 
 use anyhow::Context;
 use clap::Parser;
+use shardgate_controlplane::admin::{self, Metrics};
 use shardgate_controlplane::provider::file::{ConfigDir, ConfigError};
 use shardgate_controlplane::publisher::{Published, Publisher};
 use shardgate_controlplane::status::{now_rfc3339, to_yaml_stream, StatusBook};
@@ -38,6 +39,9 @@ struct Args {
     /// Full rescan interval, a safety net under file-system notifications.
     #[arg(long, default_value_t = 2000)]
     rescan_ms: u64,
+    /// Admin endpoint (`/metrics`, `/healthz`); off unless given.
+    #[arg(long)]
+    admin: Option<std::net::SocketAddr>,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     log_format: LogFormat,
@@ -62,7 +66,14 @@ fn run(args: &Args) -> anyhow::Result<()> {
             args.config_dir.display()
         );
     }
+    let metrics = std::sync::Arc::new(Metrics::new());
+    if let Some(addr) = args.admin {
+        let bound = admin::spawn(addr, std::sync::Arc::clone(&metrics))
+            .with_context(|| format!("cannot bind --admin {addr}"))?;
+        tracing::info!(admin = %bound, "admin endpoint listening");
+    }
     let mut publisher = Publisher::open(&args.shm).context("cannot open the segment")?;
+    metrics.generation.set(publisher.generation() as i64);
     tracing::info!(shm = %args.shm.display(), generation = publisher.generation(), "segment open");
     let (tx, rx) = crossbeam_channel::unbounded::<()>();
     let _watcher = watch(&args.config_dir, tx);
@@ -79,6 +90,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             .rescan()
             .context("cannot scan the configuration directory")?;
         for e in scan.errors.iter().filter(|e| !reported.contains(e)) {
+            metrics.errors.with_label_values(&["config"]).inc();
             tracing::error!(error = %e, "configuration file rejected; its last good objects stay in force");
         }
         reported = scan.errors;
@@ -86,8 +98,22 @@ fn run(args: &Args) -> anyhow::Result<()> {
             first = false;
             let started = Instant::now();
             let store = dir.store();
+            for (kind, n) in store.counts() {
+                metrics.objects.with_label_values(&[kind]).set(n as i64);
+            }
             let t = translate(&store, &opts);
-            match publisher.publish(&t.snapshot)? {
+            metrics
+                .translation_seconds
+                .observe(started.elapsed().as_secs_f64());
+            let published = publisher.publish(&t.snapshot).inspect_err(|_| {
+                metrics.errors.with_label_values(&["publish"]).inc();
+            })?;
+            if let Published::New { generation, bytes } = published {
+                metrics.snapshots_published.inc();
+                metrics.publication_bytes.set(bytes as i64);
+                metrics.generation.set(generation as i64);
+            }
+            match published {
                 Published::New { generation, bytes } => tracing::info!(
                     generation,
                     bytes,
@@ -103,7 +129,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 let text = to_yaml_stream(&docs);
                 if text != last_status {
                     write_atomically(path, &text)
+                        .inspect_err(|_| metrics.errors.with_label_values(&["status"]).inc())
                         .with_context(|| format!("cannot write status file {}", path.display()))?;
+                    metrics.status_writes.inc();
                     last_status = text;
                 }
             }

@@ -14,17 +14,20 @@
 //! A request that fails never touches another connection: every error here
 //! ends at most this connection.
 
+use crate::access_log::{json_str, rfc3339_now};
+use crate::metrics::Rejection;
 use crate::proxy;
 use crate::respond::{write_local, Failure};
 use crate::transfer::{read_more, write_all};
-use crate::worker::{BindKey, Worker};
+use crate::worker::{Active, BindKey, SeriesRef, Worker};
 use monoio::net::TcpStream;
 use shardgate_core::http1::{parse_request, BodyKind, RequestHead, MAX_HEADERS};
 use shardgate_core::route::{pick_weighted, Request, RouteDecision};
 use shardgate_core::BackendTarget;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A downstream connection and its reusable buffers.
 pub(crate) struct Conn {
@@ -38,7 +41,47 @@ pub(crate) struct Conn {
     /// Scratch for the normalised host.
     host: String,
     pub(crate) peer: SocketAddr,
+    /// Bytes received and sent for the current request.
+    rx: u64,
+    tx: u64,
+    /// The current request's method, authority and path as a JSON fragment,
+    /// captured for the access log before the head is consumed.
+    log_request: Vec<u8>,
 }
+
+impl Conn {
+    pub(crate) fn received(&mut self, worker: &Worker, n: usize) {
+        self.rx += n as u64;
+        worker.metrics().bytes_received.add(n as u64);
+    }
+
+    pub(crate) fn sent(&mut self, worker: &Worker, n: usize) {
+        self.tx += n as u64;
+        worker.metrics().bytes_sent.add(n as u64);
+    }
+}
+
+/// What became of one request, for metrics and the access log.
+pub(crate) struct Outcome {
+    pub(crate) keep_alive: bool,
+    /// Status answered; 499 if the client went away first.
+    pub(crate) status: u16,
+    /// Upstream endpoint and its response time, when one was used.
+    pub(crate) upstream: Option<(SocketAddr, Duration)>,
+}
+
+impl Outcome {
+    pub(crate) fn local(keep_alive: bool, status: u16) -> Self {
+        Self {
+            keep_alive,
+            status,
+            upstream: None,
+        }
+    }
+}
+
+/// Status recorded for a request whose client left before any response.
+pub(crate) const CLIENT_CLOSED: u16 = 499;
 
 enum HeadRead {
     Complete,
@@ -56,26 +99,111 @@ pub(crate) async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAdd
         head: RequestHead::default(),
         host: String::new(),
         peer,
+        rx: 0,
+        tx: 0,
+        log_request: Vec::new(),
     };
     loop {
-        match read_head(&worker, &mut conn).await {
+        conn.rx = 0;
+        conn.tx = 0;
+        conn.log_request.clear();
+        let (read, started) = read_head(&worker, &mut conn).await;
+        let active = worker.active();
+        match read {
             HeadRead::Complete => {}
             HeadRead::Closed => return,
             HeadRead::Failed(f) => {
-                answer_local(&mut conn, f, true).await;
+                answer_local(&worker, &mut conn, f, true).await;
+                let outcome = Outcome::local(false, f.status());
+                record(
+                    &worker,
+                    &conn,
+                    active.as_deref(),
+                    SeriesRef::Unmatched,
+                    &outcome,
+                    started,
+                );
                 return;
             }
         }
-        let keep_alive = handle(&worker, &mut conn, key).await;
-        if !keep_alive {
+        let (outcome, series) = handle(&worker, &mut conn, key, active.as_deref()).await;
+        record(&worker, &conn, active.as_deref(), series, &outcome, started);
+        if !outcome.keep_alive {
             return;
         }
     }
 }
 
-/// Reads until `conn.buf` starts with a complete request head.
-async fn read_head(worker: &Worker, conn: &mut Conn) -> HeadRead {
+/// Counts a finished request and writes its access-log line.
+fn record(
+    worker: &Worker,
+    conn: &Conn,
+    active: Option<&Active>,
+    series: SeriesRef,
+    outcome: &Outcome,
+    started: Instant,
+) {
+    let m = worker.metrics();
+    let elapsed = started.elapsed();
+    m.requests.inc();
+    m.request_duration.observe(elapsed);
+    let series = active.map(|a| a.series.get(series));
+    if let Some(s) = series {
+        s.record(outcome.status);
+    }
+    let Some(log) = &worker.access_log else {
+        return;
+    };
+    log.line(m, |out| {
+        out.extend_from_slice(b"{\"time\":\"");
+        rfc3339_now(out);
+        let _ = write!(out, "\",\"worker\":{}", worker.id);
+        for (key, value) in [
+            ("gateway", series.map_or("", |s| s.labels.gateway.as_str())),
+            ("listener", series.map_or("", |s| s.labels.listener.as_str())),
+            ("route", series.map_or("", |s| s.labels.route.as_str())),
+        ] {
+            let _ = write!(out, ",\"{key}\":");
+            json_str(out, value.as_bytes());
+        }
+        out.push(b',');
+        if conn.log_request.is_empty() {
+            // Refused before its head could be read.
+            out.extend_from_slice(b"\"method\":null,\"authority\":null,\"path\":null");
+        } else {
+            out.extend_from_slice(&conn.log_request);
+        }
+        let _ = write!(
+            out,
+            ",\"status\":{},\"bytes_received\":{},\"bytes_sent\":{},\"duration_ms\":{:.3},\"client\":\"{}\"",
+            outcome.status,
+            conn.rx,
+            conn.tx,
+            elapsed.as_secs_f64() * 1000.0,
+            conn.peer
+        );
+        match outcome.upstream {
+            Some((addr, t)) => {
+                let _ = write!(out, ",\"upstream\":\"{addr}\",\"upstream_ms\":{:.3}}}", t.as_secs_f64() * 1000.0);
+            }
+            None => out.extend_from_slice(b",\"upstream\":null,\"upstream_ms\":null}"),
+        }
+    });
+}
+
+/// Reads until `conn.buf` starts with a complete request head. Returns
+/// when the head's first byte arrived (the request's start).
+async fn read_head(worker: &Worker, conn: &mut Conn) -> (HeadRead, Instant) {
     let mut first_byte: Option<Instant> = None;
+    let result = read_head_inner(worker, conn, &mut first_byte).await;
+    (result, first_byte.unwrap_or_else(Instant::now))
+}
+
+async fn read_head_inner(
+    worker: &Worker,
+    conn: &mut Conn,
+    first_byte: &mut Option<Instant>,
+) -> HeadRead {
     loop {
         if !conn.buf.is_empty() {
             first_byte.get_or_insert_with(Instant::now);
@@ -95,7 +223,7 @@ async fn read_head(worker: &Worker, conn: &mut Conn) -> HeadRead {
                 }
             }
         }
-        let read = match first_byte {
+        let read = match *first_byte {
             // Idle between requests: wait up to the idle timeout, and give
             // up at once if the worker drains.
             None => {
@@ -118,16 +246,34 @@ async fn read_head(worker: &Worker, conn: &mut Conn) -> HeadRead {
         match read {
             None if first_byte.is_some() => return HeadRead::Failed(Failure::HeadTimeout),
             None | Some(Err(_)) | Some(Ok(0)) => return HeadRead::Closed,
-            Some(Ok(_)) => {}
+            Some(Ok(n)) => conn.received(worker, n),
         }
     }
 }
 
 /// Writes a local response; the connection stays usable unless `close`.
-pub(crate) async fn answer_local(conn: &mut Conn, failure: Failure, close: bool) {
+pub(crate) async fn answer_local(worker: &Worker, conn: &mut Conn, failure: Failure, close: bool) {
+    if let Some(r) = rejection(failure) {
+        worker.metrics().reject(r);
+    }
     conn.out.clear();
     write_local(&mut conn.out, failure.status(), close);
-    let _ = write_all(&mut conn.stream, &mut conn.out).await;
+    let n = conn.out.len();
+    if write_all(&mut conn.stream, &mut conn.out).await.is_ok() {
+        conn.sent(worker, n);
+    }
+}
+
+/// The rejection reason a local answer counts as, if it is one.
+fn rejection(f: Failure) -> Option<Rejection> {
+    Some(match f {
+        Failure::BadRequest => Rejection::BadRequest,
+        Failure::HeadTimeout => Rejection::HeadTimeout,
+        Failure::HeadTooLarge => Rejection::HeadTooLarge,
+        Failure::NoRoute => Rejection::NoRoute,
+        Failure::NotImplemented => Rejection::NotImplemented,
+        _ => return None,
+    })
 }
 
 /// Where the request goes, decided while the head is still borrowed.
@@ -135,18 +281,27 @@ enum Decision {
     Local(Failure),
     Forward {
         backend: u32,
-        rule_timeout: Option<std::time::Duration>,
+        rule_timeout: Option<Duration>,
     },
 }
 
-/// Handles the request whose head is at the start of `conn.buf`. Returns
-/// whether the connection may carry another request.
-async fn handle(worker: &Rc<Worker>, conn: &mut Conn, key: BindKey) -> bool {
-    let Some(table) = worker.table() else {
-        return local_and_skip(worker, conn, Failure::NotReady).await;
+/// Handles the request whose head is at the start of `conn.buf`.
+async fn handle(
+    worker: &Rc<Worker>,
+    conn: &mut Conn,
+    key: BindKey,
+    active: Option<&Active>,
+) -> (Outcome, SeriesRef) {
+    let Some(active) = active else {
+        let outcome = local_and_skip(worker, conn, Failure::NotReady).await;
+        return (outcome, SeriesRef::Unmatched);
     };
-    let decision = decide(worker, conn, &table, key);
-    match decision {
+    if worker.access_log.is_some() {
+        capture_for_log(conn);
+    }
+    let table = &active.table;
+    let (decision, series) = decide(worker, conn, table, key);
+    let outcome = match decision {
         Decision::Local(f) => local_and_skip(worker, conn, f).await,
         Decision::Forward {
             backend,
@@ -154,26 +309,45 @@ async fn handle(worker: &Rc<Worker>, conn: &mut Conn, key: BindKey) -> bool {
         } => {
             let b = table.backend(backend);
             if b.endpoints.is_empty() {
-                return local_and_skip(worker, conn, Failure::NoEndpoints).await;
+                local_and_skip(worker, conn, Failure::NoEndpoints).await
+            } else {
+                let endpoint = b.endpoints[worker.next_endpoint(backend, b.endpoints.len())];
+                let timeout = rule_timeout.unwrap_or(worker.cfg.upstream_timeout);
+                proxy::forward(worker, conn, endpoint, timeout).await
             }
-            let endpoint = b.endpoints[worker.next_endpoint(backend, b.endpoints.len())];
-            let timeout = rule_timeout.unwrap_or(worker.cfg.upstream_timeout);
-            proxy::forward(worker, conn, endpoint, timeout).await
         }
-    }
+    };
+    (outcome, series)
+}
+
+/// Copies method, authority and path out of the head (which the exchange
+/// consumes) as a JSON fragment for the access log.
+fn capture_for_log(conn: &mut Conn) {
+    let Conn {
+        buf,
+        head,
+        log_request,
+        ..
+    } = conn;
+    log_request.extend_from_slice(b"\"method\":");
+    json_str(log_request, head.method.get(buf));
+    log_request.extend_from_slice(b",\"authority\":");
+    json_str(log_request, head.host.map_or(&b""[..], |h| h.get(buf)));
+    log_request.extend_from_slice(b",\"path\":");
+    json_str(log_request, head.target.get(buf));
 }
 
 /// Answers locally. The request's body, if any, is not read: the connection
 /// closes after the answer so no unread body is mistaken for a request.
-async fn local_and_skip(worker: &Worker, conn: &mut Conn, failure: Failure) -> bool {
+async fn local_and_skip(worker: &Worker, conn: &mut Conn, failure: Failure) -> Outcome {
     let has_body = !matches!(conn.head.body, Some(BodyKind::Empty));
     let keep = conn.head.keep_alive && !has_body && !worker.draining();
     let head_len = conn.head.len;
-    answer_local(conn, failure, !keep).await;
+    answer_local(worker, conn, failure, !keep).await;
     if keep {
         conn.buf.drain(..head_len);
     }
-    keep
+    Outcome::local(keep, failure.status())
 }
 
 fn decide(
@@ -181,13 +355,14 @@ fn decide(
     conn: &mut Conn,
     table: &shardgate_core::RouteTable,
     key: BindKey,
-) -> Decision {
+) -> (Decision, SeriesRef) {
     let buf = &conn.buf;
     let head = &conn.head;
     let method = head.method.str(buf);
     let target = head.target.str(buf);
+    let unmatched = SeriesRef::Unmatched;
     if method == "CONNECT" {
-        return Decision::Local(Failure::NotImplemented);
+        return (Decision::Local(Failure::NotImplemented), unmatched);
     }
     // Origin-form is the norm; absolute-form names the authority itself
     // (RFC 9112 §3.2.2: it then overrides Host).
@@ -199,7 +374,7 @@ fn decide(
             None => (rest, "/"),
         }
     } else {
-        return Decision::Local(Failure::BadRequest);
+        return (Decision::Local(Failure::BadRequest), unmatched);
     };
     normalize_host(authority, &mut conn.host);
     let (path, query) = match path_and_query.split_once('?') {
@@ -207,7 +382,7 @@ fn decide(
         None => (path_and_query, None),
     };
     let Some(bind) = table.bind_index(key.0, key.1) else {
-        return Decision::Local(Failure::NoRoute);
+        return (Decision::Local(Failure::NoRoute), unmatched);
     };
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let n = head.headers.len().min(MAX_HEADERS);
@@ -225,16 +400,19 @@ fn decide(
         headers: &slots[..n],
     };
     let rule = match table.route(bind, &req) {
-        RouteDecision::NoListener | RouteDecision::NoRoute(_) => {
-            return Decision::Local(Failure::NoRoute)
+        RouteDecision::NoListener => return (Decision::Local(Failure::NoRoute), unmatched),
+        RouteDecision::NoRoute(l) => {
+            return (Decision::Local(Failure::NoRoute), SeriesRef::NoRoute(l.id))
         }
         RouteDecision::Rule(_, rule) => rule,
     };
     // Spec: a rule without usable backendRefs answers 500.
     let Some(i) = pick_weighted(rule.backends.iter().map(|b| b.weight), worker.random()) else {
-        return Decision::Local(Failure::InvalidBackend(500));
+        let no_backend = SeriesRef::Rule(rule.id, rule.backends.len());
+        return (Decision::Local(Failure::InvalidBackend(500)), no_backend);
     };
-    match rule.backends[i].target {
+    let series = SeriesRef::Rule(rule.id, i);
+    let decision = match rule.backends[i].target {
         BackendTarget::Invalid { status } => Decision::Local(Failure::InvalidBackend(status)),
         BackendTarget::Backend(backend) => Decision::Forward {
             backend,
@@ -243,7 +421,8 @@ fn decide(
                 (a, b) => a.or(b),
             },
         },
-    }
+    };
+    (decision, series)
 }
 
 fn strip_scheme(target: &str) -> Option<&str> {

@@ -16,9 +16,11 @@
 //! does not do yet: TLS, HTTP/2, L4 routes, filters (later issues).
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 mod http1;
 mod listener;
+pub mod metrics;
 mod pool;
 mod proxy;
 mod respond;

@@ -5,7 +5,7 @@
 use clap::Parser;
 use shardgate_core::logging::{self, LogFormat};
 use shardgate_dataplane::runtime::{resolve_driver, spawn_workers};
-use shardgate_dataplane::{admin, IoDriver, Shared, WorkerConfig};
+use shardgate_dataplane::{access_log, admin, IoDriver, Shared, WorkerConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -54,6 +54,11 @@ struct Args {
     /// Milliseconds between checks for a new snapshot.
     #[arg(long, default_value_t = 5)]
     poll_ms: u64,
+    /// Access log: one JSON line per request, to a file path or `stdout`.
+    /// Written off the request path; lines are dropped (and counted) rather
+    /// than ever delaying traffic.
+    #[arg(long)]
+    access_log: Option<access_log::Target>,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     log_format: LogFormat,
@@ -105,7 +110,14 @@ fn run(args: Args) -> Result<(), String> {
         None if workers <= available => (0..workers).collect(),
         None => Vec::new(),
     };
+    let access_log = match &args.access_log {
+        Some(target) => {
+            Some(access_log::start(target).map_err(|e| format!("cannot open --access-log: {e}"))?)
+        }
+        None => None,
+    };
     let cfg = Arc::new(WorkerConfig {
+        access_log: access_log.clone(),
         shm: args.shm.clone(),
         driver,
         cores,
@@ -138,6 +150,13 @@ fn run(args: Args) -> Result<(), String> {
     for h in handles {
         while !h.is_finished() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    if let Some(sink) = &access_log {
+        // Give the writer a moment to write what the workers flushed.
+        let until = Instant::now() + Duration::from_secs(2);
+        while !sink.idle() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
     tracing::info!(open_connections = shared.connections(), "dataplane stopped");

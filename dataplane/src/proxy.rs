@@ -18,7 +18,7 @@
 //! forwarded in either direction. `Expect: 100-continue` is answered by the
 //! proxy itself just before it streams the body, and not forwarded.
 
-use crate::http1::{answer_local, Conn};
+use crate::http1::{answer_local, Conn, Outcome, CLIENT_CLOSED};
 use crate::pool::{ConnectError, Upstream};
 use crate::respond::{reason, Failure};
 use crate::transfer::{copy_body, read_more, write_all, CopyError, Framing};
@@ -51,7 +51,7 @@ pub(crate) async fn forward(
     conn: &mut Conn,
     endpoint: SocketAddr,
     timeout: Duration,
-) -> bool {
+) -> Outcome {
     let head = &conn.head;
     let is_head = head.method.get(&conn.buf) == b"HEAD";
     let http10 = head.minor_version == 0;
@@ -78,27 +78,41 @@ pub(crate) async fn forward(
     let body_pending = !replayable;
 
     let deadline = Instant::now() + timeout;
+    let metrics = worker.metrics();
     let mut up = match worker.pool.take(endpoint) {
-        Some(up) => up,
-        None => match connect(worker, endpoint).await {
-            Ok(up) => up,
-            Err(f) => return fail(conn, request, f, body_pending, client_keep_alive).await,
-        },
+        Some(up) => {
+            metrics.pool_hits.inc();
+            up
+        }
+        None => {
+            metrics.pool_misses.inc();
+            match connect(worker, endpoint).await {
+                Ok(up) => up,
+                Err(f) => {
+                    return fail(worker, conn, request, f, body_pending, client_keep_alive).await
+                }
+            }
+        }
     };
+    let mut sent_at;
     let mut resp = ResponseHead::default();
     let mut attempt = 0;
     loop {
         attempt += 1;
+        sent_at = Instant::now();
         let sent = write_keep(&mut up, &mut request).await;
         if !sent && up.reused && replayable && attempt == 1 {
             up = match connect(worker, endpoint).await {
                 Ok(up) => up,
-                Err(f) => return fail(conn, request, f, body_pending, client_keep_alive).await,
+                Err(f) => {
+                    return fail(worker, conn, request, f, body_pending, client_keep_alive).await
+                }
             };
             continue;
         }
         if !sent {
             return fail(
+                worker,
                 conn,
                 request,
                 Failure::UpstreamBroken,
@@ -111,10 +125,12 @@ pub(crate) async fn forward(
             if expect_continue && conn.buf.is_empty() {
                 request.clear();
                 request.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                let n = request.len();
                 if write_all(&mut conn.stream, &mut request).await.is_err() {
                     conn.out = request;
-                    return false;
+                    return Outcome::local(false, CLIENT_CLOSED);
                 }
+                conn.sent(worker, n);
             }
             let framing = match body {
                 BodyKind::Length(n) => Framing::Length(n),
@@ -129,20 +145,20 @@ pub(crate) async fn forward(
             )
             .await;
             match copied {
-                Ok(()) => {}
+                Ok(moved) => conn.received(worker, moved.read as usize),
                 Err(CopyError::Write) => {
-                    return fail(conn, request, Failure::UpstreamBroken, true, false).await
+                    return fail(worker, conn, request, Failure::UpstreamBroken, true, false).await
                 }
                 Err(CopyError::Invalid(e)) => {
                     tracing::debug!(peer = %conn.peer, error = %e, "malformed request body");
-                    return fail(conn, request, Failure::BadRequest, true, false).await;
+                    return fail(worker, conn, request, Failure::BadRequest, true, false).await;
                 }
                 Err(CopyError::Timeout) => {
-                    return fail(conn, request, Failure::HeadTimeout, true, false).await
+                    return fail(worker, conn, request, Failure::HeadTimeout, true, false).await
                 }
                 Err(CopyError::Read) => {
                     conn.out = request;
-                    return false;
+                    return Outcome::local(false, CLIENT_CLOSED);
                 }
             }
         }
@@ -151,11 +167,14 @@ pub(crate) async fn forward(
             Err(UpstreamError::ClosedEarly) if up.reused && replayable && attempt == 1 => {
                 up = match connect(worker, endpoint).await {
                     Ok(up) => up,
-                    Err(f) => return fail(conn, request, f, false, client_keep_alive).await,
+                    Err(f) => {
+                        return fail(worker, conn, request, f, false, client_keep_alive).await
+                    }
                 };
             }
             Err(UpstreamError::Timeout) => {
                 return fail(
+                    worker,
                     conn,
                     request,
                     Failure::UpstreamTimeout,
@@ -166,6 +185,7 @@ pub(crate) async fn forward(
             }
             Err(UpstreamError::ClosedEarly | UpstreamError::Broken) => {
                 return fail(
+                    worker,
                     conn,
                     request,
                     Failure::UpstreamBroken,
@@ -176,6 +196,13 @@ pub(crate) async fn forward(
             }
         }
     }
+    let upstream_time = sent_at.elapsed();
+    metrics.upstream_duration.observe(upstream_time);
+    let relayed = |keep_alive: bool| Outcome {
+        keep_alive,
+        status: resp.status,
+        upstream: Some((endpoint, upstream_time)),
+    };
 
     // Relay the response.
     let resp_body = resp.body.unwrap_or(BodyKind::Empty);
@@ -193,11 +220,16 @@ pub(crate) async fn forward(
             body_done = true;
         }
     }
+    let head_bytes = out.len();
     if write_all(&mut conn.stream, &mut out).await.is_err() {
         conn.out = out;
-        return false;
+        return Outcome {
+            status: CLIENT_CLOSED,
+            ..relayed(false)
+        };
     }
     conn.out = out;
+    conn.sent(worker, head_bytes);
     if !body_done {
         let framing = match resp_body {
             BodyKind::Length(n) => Framing::Length(n),
@@ -212,11 +244,14 @@ pub(crate) async fn forward(
             worker.cfg.upstream_timeout,
         )
         .await;
-        if let Err(e) = streamed {
-            // The head is out; all we can do is cut the connection so the
-            // client sees a truncated response rather than a wrong one.
-            tracing::debug!(upstream = %up.addr, error = ?e, "response body interrupted");
-            return false;
+        match streamed {
+            Ok(moved) => conn.sent(worker, moved.written as usize),
+            Err(e) => {
+                // The head is out; all we can do is cut the connection so the
+                // client sees a truncated response rather than a wrong one.
+                tracing::debug!(upstream = %up.addr, error = ?e, "response body interrupted");
+                return relayed(false);
+            }
         }
     }
     let reusable =
@@ -224,33 +259,40 @@ pub(crate) async fn forward(
     if reusable {
         worker.pool.put(up);
     }
-    keep_alive
+    relayed(keep_alive)
 }
 
 async fn connect(worker: &Worker, endpoint: SocketAddr) -> Result<Upstream, Failure> {
-    Upstream::connect(endpoint, worker.cfg.connect_timeout)
-        .await
-        .map_err(|e| {
+    let result = Upstream::connect(endpoint, worker.cfg.connect_timeout).await;
+    match result {
+        Ok(up) => {
+            worker.metrics().upstream_connects.inc();
+            Ok(up)
+        }
+        Err(e) => {
+            worker.metrics().upstream_connect_errors.inc();
             tracing::debug!(upstream = %endpoint, error = ?e, "upstream connect failed");
-            match e {
+            Err(match e {
                 ConnectError::Failed | ConnectError::Timeout => Failure::ConnectFailed,
-            }
-        })
+            })
+        }
+    }
 }
 
 /// Answers `failure` downstream. If the request body was not consumed, the
 /// connection must close after the answer.
 async fn fail(
+    worker: &Worker,
     conn: &mut Conn,
     request: Vec<u8>,
     failure: Failure,
     body_unread: bool,
     keep_alive: bool,
-) -> bool {
+) -> Outcome {
     conn.out = request;
     let keep = keep_alive && !body_unread;
-    answer_local(conn, failure, !keep).await;
-    keep
+    answer_local(worker, conn, failure, !keep).await;
+    Outcome::local(keep, failure.status())
 }
 
 /// Writes the whole request, keeping its bytes for a possible replay.

@@ -46,6 +46,8 @@ pub struct WorkerConfig {
     pub pool_max_idle: usize,
     /// How long a drain waits for open connections.
     pub drain_timeout: Duration,
+    /// Access-log writer, when enabled.
+    pub access_log: Option<crate::access_log::Sink>,
 }
 
 impl Default for WorkerConfig {
@@ -62,6 +64,7 @@ impl Default for WorkerConfig {
             upstream_timeout: Duration::from_secs(60),
             pool_max_idle: 128,
             drain_timeout: Duration::from_secs(10),
+            access_log: None,
         }
     }
 }

@@ -5,7 +5,10 @@
 //! or closed), never once per request; readers load them with `Relaxed` or
 //! `Acquire` and tolerate a value that is a moment old.
 
+use crate::metrics::{RequestSeries, SeriesLabels, WorkerMetrics};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// One worker's published state.
 #[derive(Default)]
@@ -16,14 +19,8 @@ pub struct WorkerStatus {
     pub published_unix_nanos: AtomicU64,
     /// When this worker applied it (unix ns).
     pub applied_unix_nanos: AtomicU64,
-    /// Snapshots applied.
-    pub applied: AtomicU64,
-    /// Snapshots rejected (failed to copy, decode or compile).
-    pub rejected: AtomicU64,
     /// Whether the worker runs on io_uring (else epoll).
     pub io_uring: AtomicBool,
-    /// Open downstream connections.
-    pub connections: AtomicU64,
     /// Listening sockets open.
     pub listeners: AtomicU64,
     /// Listening sockets that failed to bind.
@@ -36,6 +33,31 @@ pub struct WorkerStatus {
     pub endpoints: AtomicU64,
     /// The worker has stopped.
     pub stopped: AtomicBool,
+    /// Counters and histograms, written by this worker only.
+    pub metrics: WorkerMetrics,
+    /// Request series by labels, registered when snapshots are applied
+    /// (never per request) and read at scrape time.
+    #[allow(clippy::disallowed_types)]
+    // taken at snapshot apply and scrape only, never per request
+    series: std::sync::Mutex<BTreeMap<SeriesLabels, Arc<RequestSeries>>>,
+}
+
+impl WorkerStatus {
+    /// The series for `labels`, created on first use. Called when a
+    /// snapshot is applied; an existing series keeps counting.
+    pub fn series(&self, labels: SeriesLabels) -> Arc<RequestSeries> {
+        let mut map = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(
+            map.entry(labels.clone())
+                .or_insert_with(|| Arc::new(RequestSeries::new(labels))),
+        )
+    }
+
+    /// Every series of this worker, for a scrape.
+    pub fn series_snapshot(&self) -> Vec<Arc<RequestSeries>> {
+        let map = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        map.values().cloned().collect()
+    }
 }
 
 /// State shared by all workers and the control threads.
@@ -68,7 +90,7 @@ impl Shared {
     pub fn connections(&self) -> u64 {
         self.workers
             .iter()
-            .map(|w| w.connections.load(Ordering::Relaxed))
+            .map(|w| w.metrics.connections_active.get().max(0) as u64)
             .sum()
     }
 }

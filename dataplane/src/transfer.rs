@@ -68,6 +68,15 @@ pub(crate) enum CopyError {
     Timeout,
 }
 
+/// Bytes moved by [`copy_body`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Moved {
+    /// Read from the source (not counting what was already buffered).
+    pub(crate) read: u64,
+    /// Written to the destination.
+    pub(crate) written: u64,
+}
+
 /// Streams a body from `src` to `dst`. `buf` holds bytes already read from
 /// `src`; on success, bytes past the body's end stay in it (a pipelined next
 /// message).
@@ -77,7 +86,8 @@ pub(crate) async fn copy_body(
     dst: &mut TcpStream,
     mut framing: Framing,
     read_timeout: Duration,
-) -> Result<(), CopyError> {
+) -> Result<Moved, CopyError> {
+    let mut moved = Moved::default();
     loop {
         let take = match &mut framing {
             Framing::Length(remaining) => {
@@ -99,14 +109,14 @@ pub(crate) async fn copy_body(
             Framing::UntilClose => false,
         };
         if done {
-            return Ok(());
+            return Ok(moved);
         }
         match monoio::time::timeout(read_timeout, read_more(src, buf)).await {
             Err(_) => return Err(CopyError::Timeout),
             Ok(Err(_)) => return Err(CopyError::Read),
-            Ok(Ok(0)) if matches!(framing, Framing::UntilClose) => return Ok(()),
+            Ok(Ok(0)) if matches!(framing, Framing::UntilClose) => return Ok(moved),
             Ok(Ok(0)) => return Err(CopyError::Read),
-            Ok(Ok(_)) => {}
+            Ok(Ok(n)) => moved.read += n as u64,
         }
     }
 }

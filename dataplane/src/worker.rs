@@ -17,13 +17,15 @@
 //! connections so they close, and returns once its connections are gone or
 //! the drain deadline passes.
 
+use crate::access_log::AccessLog;
 use crate::listener;
+use crate::metrics::{RequestSeries, SeriesLabels, WorkerMetrics};
 use crate::pool::Pool;
 use crate::runtime::WorkerConfig;
 use crate::shared::{Shared, WorkerStatus};
 use crate::stop::Stop;
 use shardgate_core::shm::{ReadOutcome, Reader};
-use shardgate_core::{decode, RouteTable};
+use shardgate_core::{decode, BackendTarget, RouteTable};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -35,12 +37,108 @@ use std::time::{Duration, Instant};
 /// A bound address and port.
 pub(crate) type BindKey = (IpAddr, u16);
 
+/// The route table in force and the request series of its rules, swapped
+/// together; requests hold an `Rc` of the pair they started with.
+pub(crate) struct Active {
+    pub(crate) table: RouteTable,
+    pub(crate) series: SeriesIndex,
+}
+
+/// Request series of one table, indexed by the table's dense ids.
+pub(crate) struct SeriesIndex {
+    /// Requests that matched no listener (or failed before routing).
+    pub(crate) unmatched: Arc<RequestSeries>,
+    /// By listener id: requests no rule matched.
+    pub(crate) no_route: Vec<Arc<RequestSeries>>,
+    /// By rule id, then backendRef slot; the extra last slot is for a rule
+    /// without usable backends.
+    pub(crate) rules: Vec<Vec<Arc<RequestSeries>>>,
+}
+
+/// Which series a request counts into.
+#[derive(Clone, Copy)]
+pub(crate) enum SeriesRef {
+    Unmatched,
+    NoRoute(u32),
+    Rule(u32, usize),
+}
+
+impl SeriesIndex {
+    fn build(status: &WorkerStatus, table: &RouteTable) -> Self {
+        let labels =
+            |gateway: String, listener: String, route: String, backend: String| SeriesLabels {
+                gateway,
+                listener,
+                route,
+                backend,
+            };
+        let unmatched = status.series(labels(
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+        ));
+        let no_route = table
+            .listeners()
+            .map(|l| {
+                status.series(labels(
+                    l.gateway.to_string(),
+                    l.name.clone(),
+                    String::new(),
+                    String::new(),
+                ))
+            })
+            .collect();
+        let rules = table
+            .rules()
+            .map(|(l, r)| {
+                let series = |backend: String| {
+                    status.series(labels(
+                        l.gateway.to_string(),
+                        l.name.clone(),
+                        r.source.route.to_string(),
+                        backend,
+                    ))
+                };
+                let mut slots: Vec<_> = r
+                    .backends
+                    .iter()
+                    .map(|b| match b.target {
+                        BackendTarget::Backend(i) => series(table.backend(i).name.clone()),
+                        BackendTarget::Invalid { .. } => series("invalid".to_owned()),
+                    })
+                    .collect();
+                slots.push(series(String::new()));
+                slots
+            })
+            .collect();
+        Self {
+            unmatched,
+            no_route,
+            rules,
+        }
+    }
+
+    /// The series a request counts into.
+    pub(crate) fn get(&self, r: SeriesRef) -> &RequestSeries {
+        match r {
+            SeriesRef::Unmatched => &self.unmatched,
+            SeriesRef::NoRoute(l) => self.no_route.get(l as usize).unwrap_or(&self.unmatched),
+            SeriesRef::Rule(id, slot) => self
+                .rules
+                .get(id as usize)
+                .and_then(|s| s.get(slot))
+                .map_or(&self.unmatched, |s| s),
+        }
+    }
+}
+
 /// One worker's state. Lives in an `Rc`; only this worker's tasks touch it.
 pub(crate) struct Worker {
     pub(crate) id: usize,
     pub(crate) cfg: Arc<WorkerConfig>,
     shared: Arc<Shared>,
-    table: RefCell<Option<Rc<RouteTable>>>,
+    active: RefCell<Option<Rc<Active>>>,
     /// Bumped on every swap, so connections can cache per-table lookups.
     pub(crate) table_epoch: Cell<u64>,
     listeners: RefCell<HashMap<BindKey, Stop>>,
@@ -50,7 +148,9 @@ pub(crate) struct Worker {
     round_robin: RefCell<Vec<u32>>,
     /// Fired when the worker drains.
     pub(crate) drain: Stop,
-    active: Cell<u64>,
+    open_connections: Cell<u64>,
+    /// Access log, if enabled.
+    pub(crate) access_log: Option<AccessLog>,
 }
 
 impl Worker {
@@ -58,9 +158,14 @@ impl Worker {
         &self.shared.workers[self.id]
     }
 
-    /// The route table in force, if any.
-    pub(crate) fn table(&self) -> Option<Rc<RouteTable>> {
-        self.table.borrow().clone()
+    /// This worker's counters.
+    pub(crate) fn metrics(&self) -> &WorkerMetrics {
+        &self.status().metrics
+    }
+
+    /// The route table (and its series) in force, if any.
+    pub(crate) fn active(&self) -> Option<Rc<Active>> {
+        self.active.borrow().clone()
     }
 
     /// A cheap per-worker pseudo-random number (xorshift64*), for weighted
@@ -88,8 +193,9 @@ impl Worker {
 
     /// Tracks an open downstream connection until the guard drops.
     pub(crate) fn connection_opened(self: &Rc<Self>) -> ConnectionGuard {
-        self.active.set(self.active.get() + 1);
-        self.status().connections.fetch_add(1, Ordering::Relaxed);
+        self.open_connections.set(self.open_connections.get() + 1);
+        self.metrics().connections_total.inc();
+        self.metrics().connections_active.add(1);
         ConnectionGuard(Rc::clone(self))
     }
 
@@ -105,8 +211,10 @@ pub(crate) struct ConnectionGuard(Rc<Worker>);
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        self.0.active.set(self.0.active.get() - 1);
-        self.0.status().connections.fetch_sub(1, Ordering::Relaxed);
+        self.0
+            .open_connections
+            .set(self.0.open_connections.get() - 1);
+        self.0.metrics().connections_active.add(-1);
     }
 }
 
@@ -119,21 +227,25 @@ pub(crate) async fn run(id: usize, cfg: Arc<WorkerConfig>, shared: Arc<Shared>) 
     let worker = Rc::new(Worker {
         id,
         pool: Pool::new(cfg.pool_max_idle),
+        access_log: cfg.access_log.clone().map(AccessLog::new),
         cfg,
         shared,
-        table: RefCell::new(None),
+        active: RefCell::new(None),
         table_epoch: Cell::new(0),
         listeners: RefCell::new(HashMap::new()),
         failed_binds: RefCell::new(Vec::new()),
         rng: Cell::new(seed | 1),
         round_robin: RefCell::new(Vec::new()),
         drain: Stop::new(),
-        active: Cell::new(0),
+        open_connections: Cell::new(0),
     });
     let mut follower = Follower::default();
     let mut last_housekeeping = Instant::now();
     while !worker.shared.draining.load(Ordering::Relaxed) {
         follower.poll(&worker);
+        if let Some(log) = &worker.access_log {
+            log.flush_if_due(worker.metrics());
+        }
         if last_housekeeping.elapsed() >= Duration::from_secs(1) {
             last_housekeeping = Instant::now();
             follower.check_replaced();
@@ -148,7 +260,7 @@ pub(crate) async fn run(id: usize, cfg: Arc<WorkerConfig>, shared: Arc<Shared>) 
 async fn drain(worker: &Rc<Worker>) {
     tracing::info!(
         worker = worker.id,
-        connections = worker.active.get(),
+        connections = worker.open_connections.get(),
         "draining"
     );
     for (_, stop) in worker.listeners.borrow_mut().drain() {
@@ -157,15 +269,18 @@ async fn drain(worker: &Rc<Worker>) {
     worker.status().listeners.store(0, Ordering::Relaxed);
     worker.drain.fire();
     let deadline = Instant::now() + worker.cfg.drain_timeout;
-    while worker.active.get() > 0 && Instant::now() < deadline {
+    while worker.open_connections.get() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(10)).await;
     }
-    if worker.active.get() > 0 {
+    if worker.open_connections.get() > 0 {
         tracing::warn!(
             worker = worker.id,
-            connections = worker.active.get(),
+            connections = worker.open_connections.get(),
             "drain deadline passed"
         );
+    }
+    if let Some(log) = &worker.access_log {
+        log.flush(worker.metrics());
     }
 }
 
@@ -223,7 +338,7 @@ impl Follower {
 }
 
 fn reject(worker: &Worker, generation: u64, error: &dyn std::fmt::Display) {
-    worker.status().rejected.fetch_add(1, Ordering::Relaxed);
+    worker.metrics().snapshots_rejected.inc();
     tracing::warn!(worker = worker.id, generation, %error, "snapshot rejected; keeping the one in force");
 }
 
@@ -237,7 +352,8 @@ fn apply(worker: &Rc<Worker>, generation: u64, published: u64, bytes: &[u8]) {
     };
     let (table, summary) = table;
     sync_listeners(worker, &table);
-    *worker.table.borrow_mut() = Some(Rc::new(table));
+    let series = SeriesIndex::build(worker.status(), &table);
+    *worker.active.borrow_mut() = Some(Rc::new(Active { table, series }));
     worker.table_epoch.set(worker.table_epoch.get() + 1);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -249,7 +365,11 @@ fn apply(worker: &Rc<Worker>, generation: u64, published: u64, bytes: &[u8]) {
         .store(summary.endpoints as u64, Ordering::Relaxed);
     s.published_unix_nanos.store(published, Ordering::Relaxed);
     s.applied_unix_nanos.store(now, Ordering::Relaxed);
-    s.applied.fetch_add(1, Ordering::Relaxed);
+    let m = &s.metrics;
+    m.snapshots_applied.inc();
+    m.generation.set(generation as i64);
+    m.apply_delay
+        .observe(Duration::from_nanos(now.saturating_sub(published)));
     // Release: /ready readers that see the generation see the rest.
     s.generation.store(generation, Ordering::Release);
     tracing::info!(

@@ -8,6 +8,8 @@
 
 pub mod client;
 pub mod config;
+pub mod fixture;
+pub mod prom;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -41,12 +43,14 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// A loopback address of this test's own: 127.<pid-derived>.<counter>.1.
+/// A loopback address of this test's own: 127.<pid-derived>.<counter>.<counter / 250 + 1>.
+/// The first 250 are 127.x.y.1; the conformance runner needs thousands (a Gateway and a
+/// pod each get one), so the fourth byte takes over before an address comes back.
 pub fn unique_ip() -> Ipv4Addr {
     static NEXT: AtomicU32 = AtomicU32::new(1);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let b = 10 + (std::process::id() % 200) as u8;
-    Ipv4Addr::new(127, b, (n % 250) as u8 + 1, 1)
+    Ipv4Addr::new(127, b, (n % 250) as u8 + 1, (n / 250 % 250) as u8 + 1)
 }
 
 /// A port free on `ip` right now (the kernel picks it).
@@ -170,10 +174,33 @@ pub struct Echo {
 impl Echo {
     /// Starts one echo process with a listener per `(pod, namespace)` on `ip`.
     pub fn start(dir: &Path, ip: Ipv4Addr, pods: &[(&str, &str)]) -> Self {
+        let specs: Vec<String> = pods
+            .iter()
+            .map(|(pod, ns)| format!("{ip}:0,pod={pod},namespace={ns}"))
+            .collect();
+        let echo = Self::start_specs(dir, &specs);
+        let pods = pods
+            .iter()
+            .map(|(p, _)| {
+                echo.pods
+                    .iter()
+                    .find(|f| f.pod == *p)
+                    .expect("pod listed")
+                    .clone()
+            })
+            .collect();
+        Self {
+            _proc: echo._proc,
+            pods,
+        }
+    }
+
+    /// Starts one echo process with the given `--serve` specs; `pods` lists every listener
+    /// in the order the process announced them (a pod with two listeners appears twice).
+    pub fn start_specs(dir: &Path, specs: &[String]) -> Self {
         let mut cmd = Command::new(bin("shardgate-echo"));
-        for (pod, ns) in pods {
-            cmd.arg("--serve")
-                .arg(format!("{ip}:0,pod={pod},namespace={ns}"));
+        for spec in specs {
+            cmd.arg("--serve").arg(spec);
         }
         cmd.stdout(Stdio::piped());
         let mut proc = Proc::spawn("shardgate-echo", cmd, dir.join("echo.log"));
@@ -203,17 +230,10 @@ impl Echo {
                 });
             }
         }
-        let pods = pods
-            .iter()
-            .map(|(p, _)| {
-                found
-                    .iter()
-                    .find(|f| f.pod == *p)
-                    .expect("pod listed")
-                    .clone()
-            })
-            .collect();
-        Self { _proc: proc, pods }
+        Self {
+            _proc: proc,
+            pods: found,
+        }
     }
 
     /// The pod named `name`.
@@ -250,6 +270,8 @@ pub struct Gateway {
     pub status_file: PathBuf,
     /// The dataplane's admin address.
     pub admin: SocketAddr,
+    /// The controlplane's admin address (`/metrics`).
+    pub cp_admin: SocketAddr,
     controlplane: Option<Proc>,
     /// The dataplane process.
     pub dataplane: Proc,
@@ -311,6 +333,7 @@ impl Gateway {
         };
         let admin_ip = unique_ip();
         let admin = SocketAddr::from((admin_ip, free_port(admin_ip)));
+        let cp_admin = SocketAddr::from((admin_ip, free_port(admin_ip)));
         let mut dp = Command::new(bin("shardgate-dataplane"));
         dp.arg("--shm")
             .arg(&shm)
@@ -326,6 +349,7 @@ impl Gateway {
             shm,
             status_file,
             admin,
+            cp_admin,
             controlplane: None,
             dataplane,
             cp_starts: 0,
@@ -346,6 +370,7 @@ impl Gateway {
             .arg(&self.shm)
             .arg("--status-file")
             .arg(&self.status_file)
+            .args(["--admin", &self.cp_admin.to_string()])
             .args(["--bind-address", "127.0.0.1", "--log-level", "debug"]);
         let log = self
             .dir
@@ -374,28 +399,14 @@ impl Gateway {
         std::fs::rename(&tmp, self.config_dir.join(name)).expect("rename config");
     }
 
-    /// GETs an admin path; `(status, body)`.
+    /// GETs a dataplane admin path; `(status, body)`.
     pub fn admin_get(&self, path: &str) -> Result<(u16, String), String> {
-        let mut s = TcpStream::connect_timeout(&self.admin, Duration::from_secs(1))
-            .map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))
-            .map_err(|e| e.to_string())?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
-        )
-        .map_err(|e| e.to_string())?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).map_err(|e| e.to_string())?;
-        let status = text
-            .get(9..12)
-            .and_then(|s| s.parse().ok())
-            .ok_or("no status line")?;
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        Ok((status, body))
+        http_get(self.admin, path)
+    }
+
+    /// GETs a controlplane admin path; `(status, body)`.
+    pub fn cp_admin_get(&self, path: &str) -> Result<(u16, String), String> {
+        http_get(self.cp_admin, path)
     }
 
     /// The admin `/snapshot` document.
@@ -458,4 +469,28 @@ impl Drop for Gateway {
         let _ = std::fs::remove_file(&self.shm);
         let _ = std::fs::remove_file(shardgate_core::shm::lock_path(&self.shm));
     }
+}
+
+/// A one-shot `GET` with `Connection: close`; `(status, body)`.
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    let status = text
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .ok_or("no status line")?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
 }

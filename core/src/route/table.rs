@@ -54,6 +54,8 @@ pub struct Request<'a> {
 /// Identity of a listener, for logs, metrics and responses.
 #[derive(Debug, Clone)]
 pub struct ListenerInfo {
+    /// Dense index of the listener within its table (for per-table arrays).
+    pub id: u32,
     /// The Gateway.
     pub gateway: ObjectRef,
     /// The listener's name.
@@ -165,6 +167,8 @@ impl CompiledPath {
 /// A rule ready to match requests.
 #[derive(Debug)]
 pub struct CompiledRule {
+    /// Dense index of the rule within its table (for per-table arrays).
+    pub id: u32,
     /// Which route rule it came from.
     pub source: RouteRef,
     path: CompiledPath,
@@ -236,7 +240,8 @@ impl RouteTable {
     /// Compiles a decoded snapshot.
     pub fn compile(snapshot: &Snapshot) -> Result<Self, CompileError> {
         let mut binds: Vec<BindTable> = Vec::new();
-        for l in &snapshot.listeners {
+        let mut next_rule = 0u32;
+        for (listener_id, l) in snapshot.listeners.iter().enumerate() {
             let bind = match binds
                 .iter_mut()
                 .position(|b| b.address == l.address && b.port == l.port)
@@ -261,6 +266,7 @@ impl RouteTable {
             }
             let mut compiled = CompiledListener {
                 info: ListenerInfo {
+                    id: listener_id as u32,
                     gateway: l.gateway.clone(),
                     name: l.name.clone(),
                 },
@@ -273,7 +279,9 @@ impl RouteTable {
                     .rules
                     .iter()
                     .map(|r| {
+                        next_rule += 1;
                         Ok(CompiledRule {
+                            id: next_rule - 1,
                             source: r.source.clone(),
                             path: match &r.matches.path {
                                 PathMatch::Exact(p) => CompiledPath::Exact(p.clone()),
@@ -315,6 +323,29 @@ impl RouteTable {
             binds,
             backends: snapshot.backends.clone(),
         })
+    }
+
+    /// Every listener, in id order.
+    pub fn listeners(&self) -> impl Iterator<Item = &ListenerInfo> {
+        let mut all: Vec<&ListenerInfo> = self
+            .binds
+            .iter()
+            .flat_map(|b| b.listeners.iter().map(|l| &l.info))
+            .collect();
+        all.sort_by_key(|l| l.id);
+        all.into_iter()
+    }
+
+    /// Every rule with its listener, in id order.
+    pub fn rules(&self) -> impl Iterator<Item = (&ListenerInfo, &CompiledRule)> {
+        let mut all: Vec<(&ListenerInfo, &CompiledRule)> = self
+            .binds
+            .iter()
+            .flat_map(|b| &b.listeners)
+            .flat_map(|l| l.vhosts.iter().flatten().map(move |r| (&l.info, r)))
+            .collect();
+        all.sort_by_key(|(_, r)| r.id);
+        all.into_iter()
     }
 
     /// The distinct sockets to listen on.
