@@ -12,6 +12,7 @@
 //! spec's precedence in each listener's virtual hosts.
 
 mod backends;
+mod filters;
 #[cfg(test)]
 mod tests;
 
@@ -30,8 +31,8 @@ use gateway_api::httproutes::{
 };
 use shardgate_core::route::{intersect_hostnames, scope_order, HostnameScope, Precedence};
 use shardgate_core::{
-    HeaderMatch, HostMatch, Hostname, Listener, ListenerProtocol, MatchKind, ObjectRef, PathMatch,
-    QueryMatch, RouteMatch, RouteRef, Rule, Snapshot, Timeouts, VirtualHost,
+    Filters, HeaderMatch, HostMatch, Hostname, Listener, ListenerProtocol, MatchKind, ObjectRef,
+    PathMatch, QueryMatch, RouteMatch, RouteRef, Rule, Snapshot, Timeouts, VirtualHost,
 };
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -646,17 +647,30 @@ fn compile_rule(
             backend_request: parse_duration(t.backend_request.as_deref())?,
         },
     };
-    let backends = resolver.resolve_http(
-        ns,
-        rule.backend_refs.as_deref().unwrap_or(&[]),
-        resolved_refs,
-    );
     let default_match = [HttpRouteRulesMatches::default()];
     let matches = rule
         .matches
         .as_deref()
         .filter(|m| !m.is_empty())
         .unwrap_or(&default_match);
+    // ReplacePrefixMatch is only meaningful when every match is a prefix.
+    let prefix_match = matches.iter().all(|m| {
+        m.path.as_ref().is_none_or(|p| {
+            p.r#type
+                .as_ref()
+                .is_none_or(|t| *t == HttpRouteRulesMatchesPathType::PathPrefix)
+        })
+    });
+    let backends = resolver.resolve_http(
+        ns,
+        rule.backend_refs.as_deref().unwrap_or(&[]),
+        prefix_match,
+        resolved_refs,
+    )?;
+    let rule_filters = match &rule.filters {
+        Some(f) => filters::compile(f, ns, prefix_match, resolver, resolved_refs)?,
+        None => Filters::default(),
+    };
     matches
         .iter()
         .enumerate()
@@ -669,6 +683,7 @@ fn compile_rule(
                     matches: compile_match(m)?,
                     backends: backends.clone(),
                     timeouts,
+                    filters: rule_filters.clone(),
                 },
             ))
         })

@@ -8,7 +8,7 @@ pub use table::{
     BindTable, CompileError, CompiledRule, ListenerInfo, Request, RouteDecision, RouteTable,
 };
 
-use crate::snapshot::{Hostname, PathMatch, RouteMatch};
+use crate::snapshot::{Hostname, PathMatch, PathModifier, RouteMatch};
 use std::cmp::{Ordering, Reverse};
 
 /// The hostnames a route serves on a listener: the intersection of the
@@ -141,6 +141,40 @@ pub fn pick_weighted(weights: impl Iterator<Item = u32> + Clone, roll: u64) -> O
     None
 }
 
+/// Applies a URLRewrite or RequestRedirect path modifier to `path` (without
+/// query), writing the new path into `out`. `prefix` is the PathPrefix the
+/// rule matched (held without trailing slash, or `/`).
+///
+/// ReplacePrefixMatch replaces whole segments: with prefix `/foo`,
+/// replacement `/xyz` turns `/foo/bar` into `/xyz/bar` and `/foo` into
+/// `/xyz`; replacement `/` turns `/foo/bar` into `/bar` and `/foo` into `/`.
+pub fn modify_path(path: &str, prefix: Option<&str>, modifier: &PathModifier, out: &mut String) {
+    out.clear();
+    match modifier {
+        PathModifier::ReplaceFullPath(p) => out.push_str(p),
+        PathModifier::ReplacePrefixMatch(replacement) => {
+            let remainder = match prefix {
+                Some("/") | None => path,
+                Some(p) => path.strip_prefix(p).unwrap_or(path),
+            };
+            let remainder = if prefix.is_none_or(|p| p == "/") && remainder == "/" {
+                ""
+            } else {
+                remainder
+            };
+            if remainder.is_empty() {
+                out.push_str(replacement);
+            } else {
+                out.push_str(replacement.trim_end_matches('/'));
+                out.push_str(remainder);
+            }
+            if out.is_empty() {
+                out.push('/');
+            }
+        }
+    }
+}
+
 /// Orders hostname scopes for lookup: exact names first, then wildcards with
 /// the longest suffix first, then any.
 pub fn scope_order(a: &HostnameScope, b: &HostnameScope) -> Ordering {
@@ -225,6 +259,33 @@ mod tests {
                 short_prefix_new
             ]
         );
+    }
+
+    #[test]
+    fn prefix_replacement_works_on_whole_segments() {
+        let mut out = String::new();
+        let cases = [
+            ("/foo/bar", "/foo", "/xyz", "/xyz/bar"),
+            ("/foo", "/foo", "/xyz", "/xyz"),
+            ("/foo/bar", "/foo", "/", "/bar"),
+            ("/foo", "/foo", "/", "/"),
+            ("/foo/", "/foo", "/xyz", "/xyz/"),
+            ("/foo/bar", "/foo", "/xyz/", "/xyz/bar"),
+            ("/bar", "/", "/xyz", "/xyz/bar"),
+            ("/", "/", "/xyz", "/xyz"),
+        ];
+        for (path, prefix, replacement, want) in cases {
+            let m = PathModifier::ReplacePrefixMatch(replacement.into());
+            modify_path(path, Some(prefix), &m, &mut out);
+            assert_eq!(out, want, "{path} with {prefix} → {replacement}");
+        }
+        modify_path(
+            "/a/b",
+            Some("/a"),
+            &PathModifier::ReplaceFullPath("/full".into()),
+            &mut out,
+        );
+        assert_eq!(out, "/full");
     }
 
     proptest! {

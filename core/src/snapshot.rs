@@ -192,6 +192,87 @@ pub struct Rule {
     pub backends: Vec<WeightedBackend>,
     /// Timeouts from the rule.
     pub timeouts: Timeouts,
+    /// Filters applied to every request of the rule.
+    pub filters: Filters,
+}
+
+/// HTTPRoute filters, resolved. Rule-level filters apply to every request of
+/// the rule; backendRef-level ones only to requests sent to that backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Filters {
+    /// RequestHeaderModifier.
+    pub request_headers: Option<HeaderModifier>,
+    /// ResponseHeaderModifier.
+    pub response_headers: Option<HeaderModifier>,
+    /// RequestRedirect: answer with a redirect instead of forwarding.
+    pub redirect: Option<Redirect>,
+    /// URLRewrite.
+    pub rewrite: Option<Rewrite>,
+    /// RequestMirror (several allowed).
+    pub mirrors: Vec<Mirror>,
+}
+
+impl Filters {
+    /// Whether no filter is set.
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// Header edits: remove, then set (replace), then add (append).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct HeaderModifier {
+    /// Replaced or created, `(name, value)`; names lower-case.
+    pub set: Vec<(String, String)>,
+    /// Appended, `(name, value)`; names lower-case.
+    pub add: Vec<(String, String)>,
+    /// Removed; names lower-case.
+    pub remove: Vec<String>,
+}
+
+/// How a filter changes the path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PathModifier {
+    /// Replace the whole path.
+    ReplaceFullPath(String),
+    /// Replace the prefix the rule matched.
+    ReplacePrefixMatch(String),
+}
+
+/// RequestRedirect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redirect {
+    /// `http` or `https`; `None` keeps the request's.
+    pub scheme: Option<String>,
+    /// New host; `None` keeps the request's.
+    pub hostname: Option<String>,
+    /// New port; `None` derives it (spec rules).
+    pub port: Option<u16>,
+    /// New path; `None` keeps the request's.
+    pub path: Option<PathModifier>,
+    /// 301, 302, 303, 307 or 308.
+    pub status: u16,
+}
+
+/// URLRewrite.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rewrite {
+    /// New Host header.
+    pub hostname: Option<String>,
+    /// New path.
+    pub path: Option<PathModifier>,
+}
+
+/// RequestMirror: a copy of each (sampled) request goes to another backend,
+/// whose answer is ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mirror {
+    /// Index into [`Snapshot::backends`].
+    pub backend: u32,
+    /// Share of requests mirrored, `numerator / denominator`.
+    pub numerator: u32,
+    /// Never 0.
+    pub denominator: u32,
 }
 
 /// Conditions of one HTTPRouteMatch (AND).
@@ -268,6 +349,8 @@ pub struct WeightedBackend {
     pub weight: u32,
     /// Where requests go.
     pub target: BackendTarget,
+    /// Filters for requests sent to this backend.
+    pub filters: Filters,
 }
 
 /// Where a weighted backendRef sends requests.

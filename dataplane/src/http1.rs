@@ -22,8 +22,8 @@ use crate::transfer::{read_more, write_all};
 use crate::worker::{Active, BindKey, SeriesRef, Worker};
 use monoio::net::TcpStream;
 use shardgate_core::http1::{parse_request, BodyKind, RequestHead, MAX_HEADERS};
-use shardgate_core::route::{pick_weighted, Request, RouteDecision};
-use shardgate_core::BackendTarget;
+use shardgate_core::route::{modify_path, pick_weighted, CompiledRule, Request, RouteDecision};
+use shardgate_core::{BackendTarget, Redirect};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -40,6 +40,10 @@ pub(crate) struct Conn {
     pub(crate) head: RequestHead,
     /// Scratch for the normalised host.
     host: String,
+    /// Scratch for a redirect's Location.
+    location: String,
+    /// Scratch for a rewritten path.
+    pub(crate) scratch: String,
     pub(crate) peer: SocketAddr,
     /// Bytes received and sent for the current request.
     rx: u64,
@@ -98,6 +102,8 @@ pub(crate) async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAdd
         out: Vec::with_capacity(1024),
         head: RequestHead::default(),
         host: String::new(),
+        location: String::new(),
+        scratch: String::new(),
         peer,
         rx: 0,
         tx: 0,
@@ -277,9 +283,13 @@ fn rejection(f: Failure) -> Option<Rejection> {
 }
 
 /// Where the request goes, decided while the head is still borrowed.
-enum Decision {
+enum Decision<'t> {
     Local(Failure),
+    /// Answer with this redirect status; `conn.location` holds the target.
+    Redirect(u16),
     Forward {
+        rule: &'t CompiledRule,
+        slot: usize,
         backend: u32,
         rule_timeout: Option<Duration>,
     },
@@ -303,7 +313,10 @@ async fn handle(
     let (decision, series) = decide(worker, conn, table, key);
     let outcome = match decision {
         Decision::Local(f) => local_and_skip(worker, conn, f).await,
+        Decision::Redirect(status) => redirect(worker, conn, status).await,
         Decision::Forward {
+            rule,
+            slot,
             backend,
             rule_timeout,
         } => {
@@ -313,7 +326,12 @@ async fn handle(
             } else {
                 let endpoint = b.endpoints[worker.next_endpoint(backend, b.endpoints.len())];
                 let timeout = rule_timeout.unwrap_or(worker.cfg.upstream_timeout);
-                proxy::forward(worker, conn, endpoint, timeout).await
+                let filters = proxy::RouteFilters {
+                    rule: &rule.filters,
+                    backend: &rule.backends[slot].filters,
+                    prefix: rule.matched_prefix(),
+                };
+                proxy::forward(worker, conn, endpoint, timeout, &filters, table).await
             }
         }
     };
@@ -337,6 +355,24 @@ fn capture_for_log(conn: &mut Conn) {
     json_str(log_request, head.target.get(buf));
 }
 
+/// Answers with a redirect to `conn.location`. Like other local answers, an
+/// unread request body closes the connection afterwards.
+async fn redirect(worker: &Worker, conn: &mut Conn, status: u16) -> Outcome {
+    let has_body = !matches!(conn.head.body, Some(BodyKind::Empty));
+    let keep = conn.head.keep_alive && !has_body && !worker.draining();
+    let head_len = conn.head.len;
+    conn.out.clear();
+    write_redirect(&mut conn.out, status, &conn.location, !keep);
+    let n = conn.out.len();
+    if write_all(&mut conn.stream, &mut conn.out).await.is_ok() {
+        conn.sent(worker, n);
+    }
+    if keep {
+        conn.buf.drain(..head_len);
+    }
+    Outcome::local(keep, status)
+}
+
 /// Answers locally. The request's body, if any, is not read: the connection
 /// closes after the answer so no unread body is mistaken for a request.
 async fn local_and_skip(worker: &Worker, conn: &mut Conn, failure: Failure) -> Outcome {
@@ -350,12 +386,12 @@ async fn local_and_skip(worker: &Worker, conn: &mut Conn, failure: Failure) -> O
     Outcome::local(keep, failure.status())
 }
 
-fn decide(
+fn decide<'t>(
     worker: &Worker,
     conn: &mut Conn,
-    table: &shardgate_core::RouteTable,
+    table: &'t shardgate_core::RouteTable,
     key: BindKey,
-) -> (Decision, SeriesRef) {
+) -> (Decision<'t>, SeriesRef) {
     let buf = &conn.buf;
     let head = &conn.head;
     let method = head.method.str(buf);
@@ -406,6 +442,25 @@ fn decide(
         }
         RouteDecision::Rule(_, rule) => rule,
     };
+    if let Some(r) = &rule.filters.redirect {
+        let (scheme, default_port) = ("http", 80);
+        build_location(
+            r,
+            scheme,
+            default_port,
+            key.1,
+            &conn.host,
+            path,
+            query,
+            rule.matched_prefix(),
+            &mut conn.location,
+            &mut conn.scratch,
+        );
+        return (
+            Decision::Redirect(r.status),
+            SeriesRef::Rule(rule.id, rule.backends.len()),
+        );
+    }
     // Spec: a rule without usable backendRefs answers 500.
     let Some(i) = pick_weighted(rule.backends.iter().map(|b| b.weight), worker.random()) else {
         let no_backend = SeriesRef::Rule(rule.id, rule.backends.len());
@@ -415,6 +470,8 @@ fn decide(
     let decision = match rule.backends[i].target {
         BackendTarget::Invalid { status } => Decision::Local(Failure::InvalidBackend(status)),
         BackendTarget::Backend(backend) => Decision::Forward {
+            rule,
+            slot: i,
             backend,
             rule_timeout: match (rule.timeouts.request, rule.timeouts.backend_request) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -423,6 +480,67 @@ fn decide(
         },
     };
     (decision, series)
+}
+
+/// The Location of a RequestRedirect (Gateway API HTTPRequestRedirectFilter):
+/// scheme, host and path default to the request's; without an explicit port,
+/// a changed scheme takes its well-known port and otherwise the listener's
+/// port is kept; well-known ports are left out of the URL.
+#[allow(clippy::too_many_arguments)]
+fn build_location(
+    r: &Redirect,
+    listener_scheme: &str,
+    listener_default_port: u16,
+    listener_port: u16,
+    host: &str,
+    path: &str,
+    query: Option<&str>,
+    prefix: Option<&str>,
+    out: &mut String,
+    scratch: &mut String,
+) {
+    use std::fmt::Write as _;
+    let scheme = r.scheme.as_deref().unwrap_or(listener_scheme);
+    let well_known = |s: &str| if s == "https" { 443 } else { 80 };
+    let port = match (r.port, &r.scheme) {
+        (Some(p), _) => p,
+        (None, Some(s)) => well_known(s),
+        (None, None) if listener_port == listener_default_port => well_known(scheme),
+        (None, None) => listener_port,
+    };
+    out.clear();
+    out.push_str(scheme);
+    out.push_str("://");
+    out.push_str(r.hostname.as_deref().unwrap_or(host));
+    if port != well_known(scheme) {
+        let _ = write!(out, ":{port}");
+    }
+    match &r.path {
+        Some(m) => {
+            modify_path(path, prefix, m, scratch);
+            out.push_str(scratch);
+        }
+        None => out.push_str(path),
+    }
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+}
+
+/// A redirect response with an empty body.
+fn write_redirect(out: &mut Vec<u8>, status: u16, location: &str, close: bool) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(crate::respond::reason(status).as_bytes());
+    out.extend_from_slice(b"\r\nlocation: ");
+    out.extend_from_slice(location.as_bytes());
+    out.extend_from_slice(b"\r\ncontent-length: 0\r\n");
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"server: shardgate\r\n\r\n");
 }
 
 fn strip_scheme(target: &str) -> Option<&str> {

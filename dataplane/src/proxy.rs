@@ -24,7 +24,11 @@ use crate::respond::{reason, Failure};
 use crate::transfer::{copy_body, read_more, write_all, CopyError, Framing};
 use crate::worker::Worker;
 use monoio::io::AsyncWriteRentExt;
-use shardgate_core::http1::{parse_response, BodyKind, ChunkedDecoder, RequestHead, ResponseHead};
+use shardgate_core::http1::{
+    parse_response, BodyKind, ChunkedDecoder, HeaderSpan, RequestHead, ResponseHead,
+};
+use shardgate_core::route::modify_path;
+use shardgate_core::{Filters, HeaderModifier, Mirror, Rewrite, RouteTable};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -51,6 +55,8 @@ pub(crate) async fn forward(
     conn: &mut Conn,
     endpoint: SocketAddr,
     timeout: Duration,
+    filters: &RouteFilters<'_>,
+    table: &RouteTable,
 ) -> Outcome {
     let head = &conn.head;
     let is_head = head.method.get(&conn.buf) == b"HEAD";
@@ -61,7 +67,15 @@ pub(crate) async fn forward(
     let head_len = head.len;
     let mut request = std::mem::take(&mut conn.out);
     request.clear();
-    write_request_head(&conn.buf, head, conn.peer, http10, &mut request);
+    write_request_head(
+        &conn.buf,
+        head,
+        conn.peer,
+        http10,
+        filters,
+        &mut conn.scratch,
+        &mut request,
+    );
     conn.buf.drain(..head_len);
 
     // A body that is empty, or small and already here, goes with the head,
@@ -76,6 +90,19 @@ pub(crate) async fn forward(
         _ => false,
     };
     let body_pending = !replayable;
+    // Mirrors get a copy of replayable requests (a streamed body is not
+    // teed; its mirror is skipped).
+    if replayable {
+        for m in filters.mirrors() {
+            if worker.random() % u64::from(m.denominator) < u64::from(m.numerator) {
+                let b = table.backend(m.backend);
+                if !b.endpoints.is_empty() {
+                    let e = b.endpoints[worker.next_endpoint(m.backend, b.endpoints.len())];
+                    monoio::spawn(mirror(Rc::clone(worker), e, request.clone()));
+                }
+            }
+        }
+    }
 
     let deadline = Instant::now() + timeout;
     let metrics = worker.metrics();
@@ -210,7 +237,7 @@ pub(crate) async fn forward(
     let keep_alive = client_keep_alive && !worker.draining() && resp_body != BodyKind::UntilClose;
     let mut out = request;
     out.clear();
-    write_response_head(&up.buf, &resp, keep_alive, http10, &mut out);
+    write_response_head(&up.buf, &resp, keep_alive, http10, filters, &mut out);
     up.buf.drain(..resp.len);
     let mut body_done = matches!(resp_body, BodyKind::Empty);
     if let BodyKind::Length(n) = resp_body {
@@ -348,40 +375,162 @@ fn origin_form(target: &str) -> &str {
     rest.find('/').map_or("/", |i| &rest[i..])
 }
 
+/// The filters that shape one forwarded request: the rule's and the chosen
+/// backendRef's (applied in that order), and the PathPrefix the rule matched
+/// (for ReplacePrefixMatch).
+pub(crate) struct RouteFilters<'t> {
+    pub(crate) rule: &'t Filters,
+    pub(crate) backend: &'t Filters,
+    pub(crate) prefix: Option<&'t str>,
+}
+
+impl RouteFilters<'_> {
+    fn request_headers(&self) -> impl Iterator<Item = &HeaderModifier> + Clone {
+        self.rule
+            .request_headers
+            .iter()
+            .chain(&self.backend.request_headers)
+    }
+
+    fn response_headers(&self) -> impl Iterator<Item = &HeaderModifier> + Clone {
+        self.rule
+            .response_headers
+            .iter()
+            .chain(&self.backend.response_headers)
+    }
+
+    /// The URLRewrite in force: the backendRef's if it has one.
+    fn rewrite(&self) -> Option<&Rewrite> {
+        self.backend.rewrite.as_ref().or(self.rule.rewrite.as_ref())
+    }
+
+    fn mirrors(&self) -> impl Iterator<Item = &Mirror> {
+        self.rule.mirrors.iter().chain(&self.backend.mirrors)
+    }
+}
+
+/// Writes header fields with modifiers applied (Gateway API
+/// HTTPHeaderFilter): a field named by `remove` or `set` is dropped, `add`
+/// values are appended to the last field of that name (comma-joined) or
+/// added, and `set` fields come last. `skip` drops fields unconditionally;
+/// `extra` may append to a field's value.
+fn write_fields<'m>(
+    buf: &[u8],
+    fields: &[HeaderSpan],
+    mods: impl Iterator<Item = &'m HeaderModifier> + Clone,
+    mut skip: impl FnMut(&[u8]) -> bool,
+    mut extra: impl FnMut(usize, &mut Vec<u8>),
+    out: &mut Vec<u8>,
+) {
+    let named =
+        |list: &[String], name: &[u8]| list.iter().any(|n| name.eq_ignore_ascii_case(n.as_bytes()));
+    let replaced = |name: &[u8]| {
+        mods.clone().any(|m| {
+            named(&m.remove, name)
+                || m.set
+                    .iter()
+                    .any(|(n, _)| name.eq_ignore_ascii_case(n.as_bytes()))
+        })
+    };
+    let last_of = |name: &str| {
+        fields
+            .iter()
+            .rposition(|f| !f.hop_by_hop && f.name.get(buf).eq_ignore_ascii_case(name.as_bytes()))
+    };
+    for (i, f) in fields.iter().enumerate() {
+        let name = f.name.get(buf);
+        if f.hop_by_hop || skip(name) || replaced(name) {
+            continue;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(f.value.get(buf));
+        extra(i, out);
+        for m in mods.clone() {
+            for (n, v) in &m.add {
+                if last_of(n) == Some(i) {
+                    out.push(b',');
+                    out.extend_from_slice(v.as_bytes());
+                }
+            }
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    for m in mods.clone() {
+        for (n, v) in &m.add {
+            let present = last_of(n).is_some_and(|i| !replaced(fields[i].name.get(buf)));
+            if !present {
+                write_field(out, n, v);
+            }
+        }
+        for (n, v) in &m.set {
+            write_field(out, n, v);
+        }
+    }
+}
+
+fn write_field(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
 fn write_request_head(
     buf: &[u8],
     head: &RequestHead,
     peer: SocketAddr,
     http10: bool,
+    filters: &RouteFilters<'_>,
+    scratch: &mut String,
     out: &mut Vec<u8>,
 ) {
     out.extend_from_slice(head.method.get(buf));
     out.push(b' ');
-    out.extend_from_slice(origin_form(head.target.str(buf)).as_bytes());
+    let target = origin_form(head.target.str(buf));
+    match filters.rewrite().and_then(|r| r.path.as_ref()) {
+        Some(m) => {
+            let (path, query) = match target.split_once('?') {
+                Some((p, q)) => (p, Some(q)),
+                None => (target, None),
+            };
+            modify_path(path, filters.prefix, m, scratch);
+            out.extend_from_slice(scratch.as_bytes());
+            if let Some(q) = query {
+                out.push(b'?');
+                out.extend_from_slice(q.as_bytes());
+            }
+        }
+        None => out.extend_from_slice(target.as_bytes()),
+    }
     out.extend_from_slice(if http10 {
         b" HTTP/1.0\r\n"
     } else {
         b" HTTP/1.1\r\n"
     });
+    let new_host = filters.rewrite().and_then(|r| r.hostname.as_deref());
     let last_xff = head
         .headers
         .iter()
         .rposition(|h| h.name.get(buf).eq_ignore_ascii_case(b"x-forwarded-for"));
-    for (i, h) in head.headers.iter().enumerate() {
-        let name = h.name.get(buf);
-        if h.hop_by_hop
-            || name.eq_ignore_ascii_case(b"expect")
-            || name.eq_ignore_ascii_case(b"x-forwarded-proto")
-        {
-            continue;
-        }
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value.get(buf));
-        if Some(i) == last_xff {
-            let _ = write!(out, ", {}", peer.ip());
-        }
-        out.extend_from_slice(b"\r\n");
+    write_fields(
+        buf,
+        &head.headers,
+        filters.request_headers(),
+        |name| {
+            name.eq_ignore_ascii_case(b"expect")
+                || name.eq_ignore_ascii_case(b"x-forwarded-proto")
+                || (new_host.is_some() && name.eq_ignore_ascii_case(b"host"))
+        },
+        |i, out| {
+            if Some(i) == last_xff {
+                let _ = write!(out, ", {}", peer.ip());
+            }
+        },
+        out,
+    );
+    if let Some(h) = new_host {
+        write_field(out, "host", h);
     }
     if last_xff.is_none() {
         let _ = write!(out, "x-forwarded-for: {}\r\n", peer.ip());
@@ -398,6 +547,7 @@ fn write_response_head(
     resp: &ResponseHead,
     keep_alive: bool,
     http10: bool,
+    filters: &RouteFilters<'_>,
     out: &mut Vec<u8>,
 ) {
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -410,12 +560,14 @@ fn write_response_head(
         out.extend_from_slice(phrase);
     }
     out.extend_from_slice(b"\r\n");
-    for h in resp.headers.iter().filter(|h| !h.hop_by_hop) {
-        out.extend_from_slice(h.name.get(buf));
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value.get(buf));
-        out.extend_from_slice(b"\r\n");
-    }
+    write_fields(
+        buf,
+        &resp.headers,
+        filters.response_headers(),
+        |_| false,
+        |_, _| {},
+        out,
+    );
     if resp.body == Some(BodyKind::Chunked) {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
@@ -425,6 +577,20 @@ fn write_response_head(
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Sends a copy of a request to a mirror endpoint and discards the answer.
+/// Runs as its own task: a slow or dead mirror never delays the response.
+async fn mirror(worker: Rc<Worker>, endpoint: SocketAddr, mut request: Vec<u8>) {
+    let Ok(mut up) = connect(&worker, endpoint).await else {
+        return;
+    };
+    if write_all(&mut up.stream, &mut request).await.is_err() {
+        return;
+    }
+    let mut resp = ResponseHead::default();
+    let deadline = Instant::now() + worker.cfg.upstream_timeout.min(Duration::from_secs(10));
+    let _ = read_response_head(&mut up, false, deadline, &mut resp).await;
 }
 
 #[cfg(test)]
@@ -438,11 +604,19 @@ mod tests {
         let mut head = RequestHead::default();
         assert!(parse_request(raw, &mut head).unwrap());
         let mut out = Vec::new();
+        let none = Filters::default();
+        let filters = RouteFilters {
+            rule: &none,
+            backend: &none,
+            prefix: None,
+        };
         write_request_head(
             raw,
             &head,
             "127.0.0.9:5555".parse().unwrap(),
             false,
+            &filters,
+            &mut String::new(),
             &mut out,
         );
         let text = String::from_utf8(out).unwrap();

@@ -4,7 +4,7 @@
 use crate::status::Condition;
 use crate::store::Store;
 use gateway_api::httproutes::HttpRouteRulesBackendRefs;
-use shardgate_core::{AppProtocol, Backend, BackendTarget, WeightedBackend};
+use shardgate_core::{AppProtocol, Backend, BackendTarget, Filters, WeightedBackend};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
@@ -38,10 +38,15 @@ impl<'s> BackendResolver<'s> {
         &mut self,
         route_ns: &str,
         refs: &[HttpRouteRulesBackendRefs],
+        prefix_match: bool,
         resolved: &mut Condition,
-    ) -> Vec<WeightedBackend> {
+    ) -> Result<Vec<WeightedBackend>, String> {
         refs.iter()
             .map(|r| {
+                let filters = match &r.filters {
+                    Some(f) => super::filters::compile(f, route_ns, prefix_match, self, resolved)?,
+                    None => Filters::default(),
+                };
                 let weight = u32::try_from(r.weight.unwrap_or(1)).unwrap_or(0);
                 let target = match self.resolve_ref(
                     route_ns,
@@ -62,9 +67,37 @@ impl<'s> BackendResolver<'s> {
                         }
                     }
                 };
-                WeightedBackend { weight, target }
+                Ok(WeightedBackend {
+                    weight,
+                    target,
+                    filters,
+                })
             })
             .collect()
+    }
+
+    /// Resolves a RequestMirror's backendRef; an invalid one is reported in
+    /// `resolved` and mirrors nothing.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn resolve_mirror(
+        &mut self,
+        route_ns: &str,
+        group: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+        port: Option<i32>,
+        resolved: &mut Condition,
+    ) -> Option<u32> {
+        match self.resolve_ref(route_ns, "HTTPRoute", group, kind, namespace, name, port) {
+            Ok(i) => Some(i),
+            Err((reason, message)) => {
+                if resolved.status {
+                    *resolved = Condition::new("ResolvedRefs", false, reason, message);
+                }
+                None
+            }
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

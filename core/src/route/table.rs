@@ -8,8 +8,8 @@
 //! wins (rules arrive in precedence order).
 
 use crate::snapshot::{
-    Backend, HostMatch, ListenerProtocol, MatchKind, ObjectRef, PathMatch, RouteRef, Snapshot,
-    Timeouts, WeightedBackend,
+    Backend, Filters, HostMatch, ListenerProtocol, MatchKind, ObjectRef, PathMatch, RouteRef,
+    Snapshot, Timeouts, WeightedBackend,
 };
 use regex::Regex;
 use std::collections::HashMap;
@@ -179,9 +179,19 @@ pub struct CompiledRule {
     pub backends: Vec<WeightedBackend>,
     /// Timeouts.
     pub timeouts: Timeouts,
+    /// Rule-level filters.
+    pub filters: Filters,
 }
 
 impl CompiledRule {
+    /// The PathPrefix this rule matches on, for ReplacePrefixMatch.
+    pub fn matched_prefix(&self) -> Option<&str> {
+        match &self.path {
+            CompiledPath::Prefix(p) => Some(p),
+            _ => None,
+        }
+    }
+
     fn matches(&self, req: &Request<'_>) -> bool {
         if !self.path.matches(req.path) {
             return false;
@@ -305,6 +315,7 @@ impl RouteTable {
                                 .collect::<Result<_, CompileError>>()?,
                             backends: r.backends.clone(),
                             timeouts: r.timeouts,
+                            filters: r.filters.clone(),
                         })
                     })
                     .collect::<Result<Vec<_>, CompileError>>()?;
@@ -405,6 +416,7 @@ mod tests {
             },
             backends: vec![],
             timeouts: Timeouts::default(),
+            filters: Filters::default(),
         }
     }
 

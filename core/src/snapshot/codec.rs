@@ -11,12 +11,13 @@
 //! [`crate::RouteTable`].
 
 use super::{
-    BackendTarget, HeaderMatch, Listener, PathMatch, QueryMatch, RouteMatch, Rule, Snapshot,
+    BackendTarget, Filters, HeaderMatch, HeaderModifier, Listener, PathMatch, PathModifier,
+    QueryMatch, RouteMatch, Rule, Snapshot,
 };
 
 const MAGIC: &[u8; 4] = b"SGSN";
 /// Bumped whenever the model changes shape.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 const PREFIX_LEN: usize = 6;
 
 /// Why bytes were not accepted as a snapshot.
@@ -142,7 +143,9 @@ fn validate_rule(i: usize, rule: &Rule, backends: usize) -> Result<(), InvalidSn
     if query.iter().any(|QueryMatch { name, .. }| name.is_empty()) {
         return Err(bad("query parameter name"));
     }
+    validate_filters(i, &rule.filters, backends)?;
     for b in &rule.backends {
+        validate_filters(i, &b.filters, backends)?;
         match b.target {
             BackendTarget::Backend(index) if index as usize >= backends => {
                 return Err(InvalidSnapshot::BackendIndex {
@@ -158,6 +161,60 @@ fn validate_rule(i: usize, rule: &Rule, backends: usize) -> Result<(), InvalidSn
         }
     }
     Ok(())
+}
+
+fn validate_filters(i: usize, f: &Filters, backends: usize) -> Result<(), InvalidSnapshot> {
+    let bad = |what| InvalidSnapshot::Value { listener: i, what };
+    let header_ok = |m: &HeaderModifier| {
+        m.set
+            .iter()
+            .chain(&m.add)
+            .all(|(n, v)| is_lower_token(n) && is_field_value(v))
+            && m.remove.iter().all(|n| is_lower_token(n))
+    };
+    if !f
+        .request_headers
+        .iter()
+        .chain(&f.response_headers)
+        .all(header_ok)
+    {
+        return Err(bad("header modifier"));
+    }
+    let path_ok = |p: &PathModifier| match p {
+        PathModifier::ReplaceFullPath(s) | PathModifier::ReplacePrefixMatch(s) => {
+            s.starts_with('/') && is_field_value(s) && !s.contains(' ')
+        }
+    };
+    let host_ok =
+        |h: &String| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
+    if let Some(r) = &f.redirect {
+        if ![301, 302, 303, 307, 308].contains(&r.status)
+            || r.scheme
+                .as_deref()
+                .is_some_and(|s| s != "http" && s != "https")
+            || r.port == Some(0)
+            || !r.hostname.iter().all(host_ok)
+            || !r.path.iter().all(path_ok)
+        {
+            return Err(bad("redirect"));
+        }
+    }
+    if let Some(r) = &f.rewrite {
+        if !r.hostname.iter().all(host_ok) || !r.path.iter().all(path_ok) {
+            return Err(bad("rewrite"));
+        }
+    }
+    for m in &f.mirrors {
+        if m.backend as usize >= backends || m.denominator == 0 || m.numerator > m.denominator {
+            return Err(bad("mirror"));
+        }
+    }
+    Ok(())
+}
+
+/// A field value we can emit verbatim: visible ASCII, spaces and tabs.
+fn is_field_value(v: &str) -> bool {
+    v.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
 }
 
 /// An HTTP field name (RFC 9110 token) in lower case.
@@ -203,13 +260,37 @@ mod tests {
                             WeightedBackend {
                                 weight: 9,
                                 target: BackendTarget::Backend(0),
+                                filters: Filters {
+                                    request_headers: Some(HeaderModifier {
+                                        set: vec![("x-set".into(), "v".into())],
+                                        add: vec![],
+                                        remove: vec!["x-gone".into()],
+                                    }),
+                                    ..Filters::default()
+                                },
                             },
                             WeightedBackend {
                                 weight: 1,
                                 target: BackendTarget::Invalid { status: 500 },
+                                filters: Filters::default(),
                             },
                         ],
                         timeouts: Timeouts::default(),
+                        filters: Filters {
+                            redirect: Some(Redirect {
+                                scheme: Some("https".into()),
+                                hostname: None,
+                                port: None,
+                                path: Some(PathModifier::ReplacePrefixMatch("/new".into())),
+                                status: 301,
+                            }),
+                            mirrors: vec![Mirror {
+                                backend: 0,
+                                numerator: 1,
+                                denominator: 2,
+                            }],
+                            ..Filters::default()
+                        },
                     }],
                 }],
             }],
@@ -235,6 +316,22 @@ mod tests {
             decode(&encode(&s)),
             Err(InvalidSnapshot::BackendIndex { index: 7, .. })
         ));
+    }
+
+    #[test]
+    fn rejects_a_mirror_to_a_missing_backend_and_a_bad_redirect_status() {
+        let mut s = sample();
+        s.listeners[0].virtual_hosts[0].rules[0].filters.mirrors[0].backend = 3;
+        assert!(decode(&encode(&s)).is_err());
+        let mut s = sample();
+        if let Some(r) = s.listeners[0].virtual_hosts[0].rules[0]
+            .filters
+            .redirect
+            .as_mut()
+        {
+            r.status = 200;
+        }
+        assert!(decode(&encode(&s)).is_err());
     }
 
     #[test]
@@ -300,12 +397,14 @@ mod tests {
                     .map(|(weight, b)| WeightedBackend {
                         weight,
                         target: BackendTarget::Backend(b),
+                        filters: Filters::default(),
                     })
                     .collect(),
                 timeouts: Timeouts {
                     request: Some(std::time::Duration::from_millis(1500)),
                     backend_request: None,
                 },
+                filters: Filters::default(),
             });
         let listener = (1u16.., prop::collection::vec(rule, 0..5), "[a-z]{1,10}").prop_map(
             |(port, rules, host)| Listener {
