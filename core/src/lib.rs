@@ -27,8 +27,8 @@ pub mod snapshot;
 pub use route::{RouteDecision, RouteTable};
 pub use snapshot::codec::{decode, encode, InvalidSnapshot};
 pub use snapshot::{
-    AppProtocol, Backend, BackendTarget, Filters, HeaderMatch, HeaderModifier, HostMatch, Hostname,
-    InvalidHostname, Listener, ListenerProtocol, MatchKind, Mirror, ObjectRef, PathMatch,
+    AppProtocol, Backend, BackendTarget, Cors, Filters, HeaderMatch, HeaderModifier, HostMatch,
+    Hostname, InvalidHostname, Listener, ListenerProtocol, MatchKind, Mirror, ObjectRef, PathMatch,
     PathModifier, QueryMatch, Redirect, Rewrite, RouteMatch, RouteRef, Rule, Snapshot, Timeouts,
     VirtualHost, WeightedBackend,
 };

@@ -210,12 +210,83 @@ pub struct Filters {
     pub rewrite: Option<Rewrite>,
     /// RequestMirror (several allowed).
     pub mirrors: Vec<Mirror>,
+    /// CORS.
+    pub cors: Option<Cors>,
 }
 
 impl Filters {
     /// Whether no filter is set.
     pub fn is_empty(&self) -> bool {
         self == &Self::default()
+    }
+}
+
+/// The CORS filter (Gateway API HTTPCORSFilter).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cors {
+    /// Allowed origins: `*`, or `scheme://host[:port]` where host may start
+    /// with `*.`; lower-case.
+    pub allow_origins: Vec<String>,
+    /// Allowed methods, or `*`.
+    pub allow_methods: Vec<String>,
+    /// Allowed request headers, or `*`.
+    pub allow_headers: Vec<String>,
+    /// Response headers exposed to scripts.
+    pub expose_headers: Vec<String>,
+    /// Seconds a preflight may be cached.
+    pub max_age: u32,
+    /// Whether credentials are allowed.
+    pub allow_credentials: bool,
+}
+
+impl Cors {
+    /// Whether `origin` (as the browser sent it) is allowed.
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        let Some(o) = Origin::parse(origin) else {
+            return false;
+        };
+        self.allow_origins.iter().any(|p| {
+            if p == "*" {
+                return true;
+            }
+            let Some(p) = Origin::parse(p) else {
+                return false;
+            };
+            let host_ok = match p.host.strip_prefix("*.") {
+                Some(suffix) => {
+                    o.host.len() > suffix.len() + 1
+                        && o.host.ends_with(suffix)
+                        && o.host.as_bytes()[o.host.len() - suffix.len() - 1] == b'.'
+                }
+                None => o.host.eq_ignore_ascii_case(p.host),
+            };
+            host_ok && o.scheme.eq_ignore_ascii_case(p.scheme) && o.port == p.port
+        })
+    }
+}
+
+/// `scheme://host[:port]`, port defaulted from the scheme.
+struct Origin<'a> {
+    scheme: &'a str,
+    host: &'a str,
+    port: u16,
+}
+
+impl<'a> Origin<'a> {
+    fn parse(s: &'a str) -> Option<Self> {
+        let (scheme, rest) = s.split_once("://")?;
+        let default = match scheme.to_ascii_lowercase().as_str() {
+            "https" => 443,
+            "http" => 80,
+            _ => 0,
+        };
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+                (h, p.parse().ok()?)
+            }
+            _ => (rest, default),
+        };
+        (!host.is_empty() && !host.contains('/')).then_some(Self { scheme, host, port })
     }
 }
 
@@ -443,6 +514,30 @@ mod tests {
         ] {
             assert!(Hostname::try_from(bad).is_err(), "{bad} should be invalid");
         }
+    }
+
+    #[test]
+    fn cors_origins_match_scheme_host_wildcards_and_port() {
+        let cors = Cors {
+            allow_origins: vec!["https://www.foo.com".into(), "https://*.bar.com".into()],
+            allow_methods: vec![],
+            allow_headers: vec![],
+            expose_headers: vec![],
+            max_age: 5,
+            allow_credentials: false,
+        };
+        assert!(cors.allows_origin("https://www.foo.com"));
+        assert!(cors.allows_origin("https://www.foo.com:443"));
+        assert!(cors.allows_origin("https://xpto.www.bar.com"));
+        assert!(!cors.allows_origin("https://bar.com"));
+        assert!(!cors.allows_origin("https://foobar.com"));
+        assert!(!cors.allows_origin("http://www.foo.com"));
+        assert!(!cors.allows_origin("https://www.foo.com:8443"));
+        let any = Cors {
+            allow_origins: vec!["*".into()],
+            ..cors
+        };
+        assert!(any.allows_origin("https://foobar.com:12345"));
     }
 
     #[test]

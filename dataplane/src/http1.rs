@@ -23,7 +23,7 @@ use crate::worker::{Active, BindKey, SeriesRef, Worker};
 use monoio::net::TcpStream;
 use shardgate_core::http1::{parse_request, BodyKind, RequestHead, MAX_HEADERS};
 use shardgate_core::route::{modify_path, pick_weighted, CompiledRule, Request, RouteDecision};
-use shardgate_core::{BackendTarget, Redirect};
+use shardgate_core::{BackendTarget, Cors, Redirect};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -44,6 +44,8 @@ pub(crate) struct Conn {
     location: String,
     /// Scratch for a rewritten path.
     pub(crate) scratch: String,
+    /// CORS header lines to add to the current request's response.
+    pub(crate) cors_response: Vec<u8>,
     pub(crate) peer: SocketAddr,
     /// Bytes received and sent for the current request.
     rx: u64,
@@ -104,6 +106,7 @@ pub(crate) async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAdd
         host: String::new(),
         location: String::new(),
         scratch: String::new(),
+        cors_response: Vec::new(),
         peer,
         rx: 0,
         tx: 0,
@@ -113,6 +116,7 @@ pub(crate) async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAdd
         conn.rx = 0;
         conn.tx = 0;
         conn.log_request.clear();
+        conn.cors_response.clear();
         let (read, started) = read_head(&worker, &mut conn).await;
         let active = worker.active();
         match read {
@@ -287,6 +291,8 @@ enum Decision<'t> {
     Local(Failure),
     /// Answer with this redirect status; `conn.location` holds the target.
     Redirect(u16),
+    /// Answer a CORS preflight; `conn.cors_response` holds its headers.
+    Preflight,
     Forward {
         rule: &'t CompiledRule,
         slot: usize,
@@ -314,6 +320,7 @@ async fn handle(
     let outcome = match decision {
         Decision::Local(f) => local_and_skip(worker, conn, f).await,
         Decision::Redirect(status) => redirect(worker, conn, status).await,
+        Decision::Preflight => preflight(worker, conn).await,
         Decision::Forward {
             rule,
             slot,
@@ -353,6 +360,30 @@ fn capture_for_log(conn: &mut Conn) {
     json_str(log_request, head.host.map_or(&b""[..], |h| h.get(buf)));
     log_request.extend_from_slice(b",\"path\":");
     json_str(log_request, head.target.get(buf));
+}
+
+/// Answers a CORS preflight with the headers in `conn.cors_response` (none
+/// when the origin is not allowed, which the browser reads as a refusal).
+async fn preflight(worker: &Worker, conn: &mut Conn) -> Outcome {
+    let has_body = !matches!(conn.head.body, Some(BodyKind::Empty));
+    let keep = conn.head.keep_alive && !has_body && !worker.draining();
+    let head_len = conn.head.len;
+    conn.out.clear();
+    conn.out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    conn.out.extend_from_slice(&conn.cors_response);
+    conn.out.extend_from_slice(b"content-length: 0\r\n");
+    if !keep {
+        conn.out.extend_from_slice(b"connection: close\r\n");
+    }
+    conn.out.extend_from_slice(b"server: shardgate\r\n\r\n");
+    let n = conn.out.len();
+    if write_all(&mut conn.stream, &mut conn.out).await.is_ok() {
+        conn.sent(worker, n);
+    }
+    if keep {
+        conn.buf.drain(..head_len);
+    }
+    Outcome::local(keep, 200)
 }
 
 /// Answers with a redirect to `conn.location`. Like other local answers, an
@@ -442,6 +473,29 @@ fn decide<'t>(
         }
         RouteDecision::Rule(_, rule) => rule,
     };
+    if let Some(cors) = &rule.filters.cors {
+        let value = |name: &str| {
+            req.headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .and_then(|h| std::str::from_utf8(h.value).ok())
+        };
+        if let Some(origin) = value("origin") {
+            let allowed = cors.allows_origin(origin);
+            let requested = value("access-control-request-method");
+            if method == "OPTIONS" && requested.is_some() {
+                if allowed {
+                    let headers = value("access-control-request-headers");
+                    cors_headers(cors, origin, requested, headers, &mut conn.cors_response);
+                }
+                let no_backend = SeriesRef::Rule(rule.id, rule.backends.len());
+                return (Decision::Preflight, no_backend);
+            }
+            if allowed {
+                cors_headers(cors, origin, None, None, &mut conn.cors_response);
+            }
+        }
+    }
     if let Some(r) = &rule.filters.redirect {
         let (scheme, default_port) = ("http", 80);
         build_location(
@@ -526,6 +580,58 @@ fn build_location(
         out.push('?');
         out.push_str(q);
     }
+}
+
+/// CORS response header lines (Fetch standard): for a preflight (`method`
+/// given) the allowed methods, headers and max age too. Wildcards answer
+/// with what was asked, which is valid with credentials as well.
+fn cors_headers(
+    cors: &Cors,
+    origin: &str,
+    method: Option<&str>,
+    headers: Option<&str>,
+    out: &mut Vec<u8>,
+) {
+    let mut line = |name: &str, value: &str| {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    };
+    line("access-control-allow-origin", origin);
+    if cors.allow_credentials {
+        line("access-control-allow-credentials", "true");
+    }
+    if !cors.expose_headers.is_empty() {
+        line(
+            "access-control-expose-headers",
+            &cors.expose_headers.join(", "),
+        );
+    }
+    let Some(method) = method else { return };
+    if cors.allow_methods.iter().any(|m| m == "*") {
+        line("access-control-allow-methods", method);
+    } else if !cors.allow_methods.is_empty() {
+        line(
+            "access-control-allow-methods",
+            &cors.allow_methods.join(", "),
+        );
+    }
+    if cors.allow_headers.iter().any(|h| h == "*") {
+        if let Some(h) = headers {
+            line("access-control-allow-headers", h);
+        }
+    } else if !cors.allow_headers.is_empty() {
+        line(
+            "access-control-allow-headers",
+            &cors.allow_headers.join(", "),
+        );
+    }
+    line(
+        "access-control-max-age",
+        itoa::Buffer::new().format(cors.max_age),
+    );
+    out.extend_from_slice(b"vary: origin\r\n");
 }
 
 /// A redirect response with an empty body.

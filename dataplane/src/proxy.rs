@@ -237,7 +237,15 @@ pub(crate) async fn forward(
     let keep_alive = client_keep_alive && !worker.draining() && resp_body != BodyKind::UntilClose;
     let mut out = request;
     out.clear();
-    write_response_head(&up.buf, &resp, keep_alive, http10, filters, &mut out);
+    write_response_head(
+        &up.buf,
+        &resp,
+        keep_alive,
+        http10,
+        filters,
+        &conn.cors_response,
+        &mut out,
+    );
     up.buf.drain(..resp.len);
     let mut body_done = matches!(resp_body, BodyKind::Empty);
     if let BodyKind::Length(n) = resp_body {
@@ -548,6 +556,7 @@ fn write_response_head(
     keep_alive: bool,
     http10: bool,
     filters: &RouteFilters<'_>,
+    extra: &[u8],
     out: &mut Vec<u8>,
 ) {
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -560,14 +569,22 @@ fn write_response_head(
         out.extend_from_slice(phrase);
     }
     out.extend_from_slice(b"\r\n");
+    // Fields the proxy adds itself (CORS) replace any the backend sent.
+    let ours = |name: &[u8]| {
+        extra
+            .split(|&b| b == b'\n')
+            .filter_map(|l| l.split(|&b| b == b':').next())
+            .any(|n| !n.is_empty() && n.eq_ignore_ascii_case(name))
+    };
     write_fields(
         buf,
         &resp.headers,
         filters.response_headers(),
-        |_| false,
+        ours,
         |_, _| {},
         out,
     );
+    out.extend_from_slice(extra);
     if resp.body == Some(BodyKind::Chunked) {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }

@@ -54,6 +54,17 @@ fn start(driver: Driver) -> Setup {
     - type: RequestMirror
       requestMirror: {backendRef: {name: mirror, port: 80}}
     backendRefs: [{name: main, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /cors}}]
+    filters:
+    - type: CORS
+      cors:
+        allowOrigins: ["https://www.foo.com", "https://*.bar.com"]
+        allowMethods: [GET, OPTIONS]
+        allowHeaders: [x-header-1]
+        exposeHeaders: [x-header-3]
+        allowCredentials: true
+        maxAge: 3600
+    backendRefs: [{name: main, port: 80}]
   - matches: [{path: {type: PathPrefix, value: /backend-filter}}]
     backendRefs:
     - name: main
@@ -170,6 +181,63 @@ fn mirrors_copy_requests_without_waiting(driver: Driver) {
     );
 }
 
+fn cors_answers_preflights_and_decorates_responses(driver: Driver) {
+    let s = start(driver);
+    let mut c = shardgate_tests::client::Client::connect(s.addr).unwrap();
+    let pre = [
+        ("Origin", "https://a.bar.com"),
+        ("Access-Control-Request-Method", "GET"),
+    ];
+    let r = c.request("OPTIONS", "a", "/cors", &pre, None).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.pod(), "-", "preflights are answered by the gateway");
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://a.bar.com")
+    );
+    assert_eq!(
+        r.header("access-control-allow-methods"),
+        Some("GET, OPTIONS")
+    );
+    assert_eq!(r.header("access-control-allow-headers"), Some("x-header-1"));
+    assert_eq!(r.header("access-control-max-age"), Some("3600"));
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    let denied = [
+        ("Origin", "https://foobar.com"),
+        ("Access-Control-Request-Method", "GET"),
+    ];
+    let r = c.request("OPTIONS", "a", "/cors", &denied, None).unwrap();
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    let r = c
+        .request(
+            "GET",
+            "a",
+            "/cors",
+            &[("Origin", "https://www.foo.com")],
+            None,
+        )
+        .unwrap();
+    assert_eq!(r.pod(), "main-0-0");
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://www.foo.com")
+    );
+    assert_eq!(
+        r.header("access-control-expose-headers"),
+        Some("x-header-3")
+    );
+    let r = c
+        .request(
+            "GET",
+            "a",
+            "/cors",
+            &[("Origin", "https://foobar.com")],
+            None,
+        )
+        .unwrap();
+    assert_eq!(r.header("access-control-allow-origin"), None);
+}
+
 macro_rules! on_both_drivers {
     ($($name:ident),* $(,)?) => {
         mod uring {
@@ -186,4 +254,5 @@ on_both_drivers!(
     redirects_build_the_location,
     rewrites_host_and_path,
     mirrors_copy_requests_without_waiting,
+    cors_answers_preflights_and_decorates_responses,
 );

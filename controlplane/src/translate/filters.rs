@@ -8,7 +8,7 @@
 use super::backends::BackendResolver;
 use crate::status::Condition;
 use serde::{Deserialize, Serialize};
-use shardgate_core::{Filters, HeaderModifier, Mirror, PathModifier, Redirect, Rewrite};
+use shardgate_core::{Cors, Filters, HeaderModifier, Mirror, PathModifier, Redirect, Rewrite};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -20,6 +20,18 @@ struct RawFilter {
     request_redirect: Option<RawRedirect>,
     url_rewrite: Option<RawRewrite>,
     request_mirror: Option<RawMirror>,
+    cors: Option<RawCors>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawCors {
+    allow_origins: Option<Vec<String>>,
+    allow_methods: Option<Vec<String>>,
+    allow_headers: Option<Vec<String>>,
+    expose_headers: Option<Vec<String>>,
+    max_age: Option<i32>,
+    allow_credentials: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -171,6 +183,22 @@ pub(super) fn compile<T: Serialize>(
                         denominator,
                     });
                 }
+            }
+            "CORS" => {
+                let c = raw.cors.ok_or("CORS without cors")?;
+                out.cors = Some(Cors {
+                    allow_origins: c
+                        .allow_origins
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|o| o.to_ascii_lowercase())
+                        .collect(),
+                    allow_methods: c.allow_methods.unwrap_or_default(),
+                    allow_headers: c.allow_headers.unwrap_or_default(),
+                    expose_headers: c.expose_headers.unwrap_or_default(),
+                    max_age: u32::try_from(c.max_age.unwrap_or(5)).unwrap_or(5),
+                    allow_credentials: c.allow_credentials.unwrap_or(false),
+                });
             }
             other => return Err(format!("filter type {other} is not supported")),
         }

@@ -17,7 +17,7 @@ use super::{
 
 const MAGIC: &[u8; 4] = b"SGSN";
 /// Bumped whenever the model changes shape.
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 const PREFIX_LEN: usize = 6;
 
 /// Why bytes were not accepted as a snapshot.
@@ -202,6 +202,18 @@ fn validate_filters(i: usize, f: &Filters, backends: usize) -> Result<(), Invali
     if let Some(r) = &f.rewrite {
         if !r.hostname.iter().all(host_ok) || !r.path.iter().all(path_ok) {
             return Err(bad("rewrite"));
+        }
+    }
+    if let Some(c) = &f.cors {
+        let ok = c
+            .allow_methods
+            .iter()
+            .chain(&c.allow_headers)
+            .chain(&c.expose_headers)
+            .chain(&c.allow_origins)
+            .all(|v| !v.is_empty() && is_field_value(v) && !v.contains(','));
+        if !ok {
+            return Err(bad("cors"));
         }
     }
     for m in &f.mirrors {
