@@ -9,6 +9,7 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
 };
+use shardgate_core::admin_http::{self, PROMETHEUS, TEXT};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -122,32 +123,9 @@ impl Default for Metrics {
 
 /// Serves `/metrics` and `/healthz` on `addr` from a background thread.
 pub fn spawn(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
-    let server = tiny_http::Server::http(addr).map_err(|e| std::io::Error::other(e.to_string()))?;
-    let local = server
-        .server_addr()
-        .to_ip()
-        .ok_or_else(|| std::io::Error::other("admin endpoint is not a TCP socket"))?;
-    std::thread::Builder::new()
-        .name("shardgate-cp-admin".into())
-        .spawn(move || {
-            for request in server.incoming_requests() {
-                let (status, ctype, body) = match request.url().split('?').next().unwrap_or("/") {
-                    "/metrics" => (
-                        200,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                        metrics.render(),
-                    ),
-                    "/healthz" => (200, "text/plain; charset=utf-8", "ok\n".to_owned()),
-                    _ => (404, "text/plain; charset=utf-8", "not found\n".to_owned()),
-                };
-                let header =
-                    tiny_http::Header::from_bytes("content-type", ctype).expect("static header");
-                let _ = request.respond(
-                    tiny_http::Response::from_string(body)
-                        .with_status_code(status)
-                        .with_header(header),
-                );
-            }
-        })?;
-    Ok(local)
+    admin_http::serve(addr, "shardgate-cp-admin", move |path| match path {
+        "/metrics" => (200, PROMETHEUS, metrics.render()),
+        "/healthz" => (200, TEXT, "ok\n".to_owned()),
+        _ => (404, TEXT, "not found\n".to_owned()),
+    })
 }

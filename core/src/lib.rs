@@ -14,9 +14,13 @@
 //! This crate does no I/O beyond mapping the segment and has no async code, no
 //! sockets, no clocks and no Kubernetes types, so everything here is tested in
 //! isolation. Unsafe code is allowed only in [`shm`], which maps the segment.
+//! Two opt-in features hold process plumbing both binaries share and nothing
+//! else uses: `logging` (tracing set-up) and `admin` (the admin HTTP server).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "admin")]
+pub mod admin_http;
 pub mod http1;
 #[cfg(feature = "logging")]
 pub mod logging;

@@ -7,36 +7,18 @@
 use crate::metrics;
 use crate::shared::Shared;
 use serde_json::json;
+use shardgate_core::admin_http::{self, Answer, PROMETHEUS, TEXT};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Binds the admin endpoint and serves it on a background thread.
 pub fn spawn(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<SocketAddr> {
-    let server = tiny_http::Server::http(addr).map_err(|e| std::io::Error::other(e.to_string()))?;
-    let local = server
-        .server_addr()
-        .to_ip()
-        .ok_or_else(|| std::io::Error::other("admin endpoint is not a TCP socket"))?;
-    std::thread::Builder::new()
-        .name("shardgate-admin".into())
-        .spawn(move || {
-            for request in server.incoming_requests() {
-                let (status, content_type, body) = answer(request.url(), &shared);
-                let header = tiny_http::Header::from_bytes("content-type", content_type)
-                    .expect("static header is valid");
-                let response = tiny_http::Response::from_string(body)
-                    .with_status_code(status)
-                    .with_header(header);
-                let _ = request.respond(response);
-            }
-        })?;
-    Ok(local)
+    admin_http::serve(addr, "shardgate-admin", move |path| answer(path, &shared))
 }
 
-fn answer(url: &str, shared: &Shared) -> (u16, &'static str, String) {
-    const TEXT: &str = "text/plain; charset=utf-8";
-    match url.split('?').next().unwrap_or("/") {
+fn answer(path: &str, shared: &Shared) -> Answer {
+    match path {
         "/healthz" => (200, TEXT, "ok\n".into()),
         "/ready" if shared.ready() => (200, TEXT, "ready\n".into()),
         "/ready" => (
@@ -45,11 +27,7 @@ fn answer(url: &str, shared: &Shared) -> (u16, &'static str, String) {
             "not ready: no valid snapshot on every worker\n".into(),
         ),
         "/snapshot" => (200, "application/json", snapshot_json(shared).to_string()),
-        "/metrics" => (
-            200,
-            "text/plain; version=0.0.4; charset=utf-8",
-            metrics::render(shared),
-        ),
+        "/metrics" => (200, PROMETHEUS, metrics::render(shared)),
         _ => (404, TEXT, "not found\n".into()),
     }
 }

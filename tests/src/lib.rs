@@ -494,3 +494,18 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
         .unwrap_or_default();
     Ok((status, body))
 }
+
+/// Defines `mod uring` and `mod epoll`, each with one `#[test]` per named
+/// function (`fn name(driver: Driver)` in the calling file), so every
+/// end-to-end case runs on both event-loop drivers.
+#[macro_export]
+macro_rules! on_both_drivers {
+    ($($name:ident),* $(,)?) => {
+        mod uring {
+            $( #[test] fn $name() { super::$name($crate::Driver::Uring) } )*
+        }
+        mod epoll {
+            $( #[test] fn $name() { super::$name($crate::Driver::Epoll) } )*
+        }
+    };
+}

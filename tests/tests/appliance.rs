@@ -465,18 +465,7 @@ fn drains_in_flight_requests_on_sigterm(driver: Driver) {
     }
 }
 
-macro_rules! on_both_drivers {
-    ($($name:ident),* $(,)?) => {
-        mod uring {
-            $( #[test] fn $name() { super::$name(super::Driver::Uring) } )*
-        }
-        mod epoll {
-            $( #[test] fn $name() { super::$name(super::Driver::Epoll) } )*
-        }
-    };
-}
-
-on_both_drivers!(
+shardgate_tests::on_both_drivers!(
     routes_by_host_path_header_and_method,
     answers_the_designed_error_statuses,
     splits_traffic_by_weight,

@@ -238,18 +238,7 @@ fn cors_answers_preflights_and_decorates_responses(driver: Driver) {
     assert_eq!(r.header("access-control-allow-origin"), None);
 }
 
-macro_rules! on_both_drivers {
-    ($($name:ident),* $(,)?) => {
-        mod uring {
-            $( #[test] fn $name() { super::$name(super::Driver::Uring) } )*
-        }
-        mod epoll {
-            $( #[test] fn $name() { super::$name(super::Driver::Epoll) } )*
-        }
-    };
-}
-
-on_both_drivers!(
+shardgate_tests::on_both_drivers!(
     header_modifiers_edit_requests_and_responses,
     redirects_build_the_location,
     rewrites_host_and_path,

@@ -282,18 +282,7 @@ fn admin_endpoints_answer(driver: Driver) {
     }
 }
 
-macro_rules! on_both_drivers {
-    ($($name:ident),* $(,)?) => {
-        mod uring {
-            $( #[test] fn $name() { super::$name(super::Driver::Uring) } )*
-        }
-        mod epoll {
-            $( #[test] fn $name() { super::$name(super::Driver::Epoll) } )*
-        }
-    };
-}
-
-on_both_drivers!(
+shardgate_tests::on_both_drivers!(
     counts_every_request_exactly,
     records_every_snapshot_application,
     writes_one_access_log_line_per_request,
