@@ -176,28 +176,61 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
         let mine: Vec<&mut ListenerState> =
             listeners.iter_mut().filter(|l| l.gateway == gi).collect();
         let all_valid = mine.iter().all(|l| l.invalid.is_none());
+        let none_valid = !mine.is_empty() && mine.iter().all(|l| l.invalid.is_some());
+        // Parameters of any kind are not supported, so a reference can
+        // never be resolved (spec: Accepted=False, InvalidParameters).
+        let parameters = gw
+            .spec
+            .infrastructure
+            .as_ref()
+            .and_then(|i| i.parameters_ref.as_ref());
         if addresses_ok {
-            if all_valid {
-                gs.conditions
-                    .push(Condition::new("Accepted", true, "Accepted", "accepted"));
+            let (accepted, reason, message) = if let Some(p) = parameters {
+                (
+                    false,
+                    "InvalidParameters",
+                    format!(
+                        "parametersRef {}/{} {} is not supported",
+                        p.group, p.kind, p.name
+                    ),
+                )
+            } else if none_valid {
+                (
+                    false,
+                    "ListenersNotValid",
+                    "no listener is valid".to_owned(),
+                )
+            } else if all_valid {
+                (true, "Accepted", "accepted".to_owned())
             } else {
-                gs.conditions.push(Condition::new(
-                    "Accepted",
+                (
                     true,
                     "ListenersNotValid",
-                    "some listeners are invalid",
+                    "some listeners are invalid".to_owned(),
+                )
+            };
+            gs.conditions
+                .push(Condition::new("Accepted", accepted, reason, message));
+            if accepted {
+                gs.conditions.push(Condition::new(
+                    "Programmed",
+                    true,
+                    "Programmed",
+                    "programmed",
+                ));
+            } else {
+                gs.conditions.push(Condition::new(
+                    "Programmed",
+                    false,
+                    "Invalid",
+                    "not accepted",
                 ));
             }
-            gs.conditions.push(Condition::new(
-                "Programmed",
-                true,
-                "Programmed",
-                "programmed",
-            ));
         }
+        let serving = addresses_ok && parameters.is_none();
         for l in mine {
             gs.listeners.push(listener_status(l));
-            if addresses_ok && l.usable() {
+            if serving && l.usable() {
                 for address in l.addresses.clone() {
                     snapshot
                         .listeners
