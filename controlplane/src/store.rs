@@ -5,9 +5,9 @@
 //! pure [`crate::translate`] reads it. Keys are ordered, so translation visits
 //! objects in a stable order and equal stores give equal snapshots.
 
+use gateway_api::experimental::httproutes::HttpRoute;
 use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
-use gateway_api::httproutes::HttpRoute;
 use gateway_api::referencegrants::ReferenceGrant;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;

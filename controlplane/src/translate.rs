@@ -22,17 +22,17 @@ use crate::status::{
 };
 use crate::store::{Key, Store};
 use backends::BackendResolver;
-use gateway_api::gateways::{
-    Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom,
-};
-use gateway_api::httproutes::{
+use gateway_api::experimental::httproutes::{
     HttpRoute, HttpRouteRules, HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType,
     HttpRouteRulesMatchesPathType, HttpRouteRulesMatchesQueryParamsType,
+};
+use gateway_api::gateways::{
+    Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom,
 };
 use shardgate_core::route::{intersect_hostnames, scope_order, HostnameScope, Precedence};
 use shardgate_core::{
     Filters, HeaderMatch, HostMatch, Hostname, Listener, ListenerProtocol, MatchKind, ObjectRef,
-    PathMatch, QueryMatch, RouteMatch, RouteRef, Rule, Snapshot, Timeouts, VirtualHost,
+    PathMatch, QueryMatch, Retry, RouteMatch, RouteRef, Rule, Snapshot, Timeouts, VirtualHost,
 };
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -700,6 +700,27 @@ fn compile_rule(
         prefix_match,
         resolved_refs,
     )?;
+    let retry = match &rule.retry {
+        None => None,
+        Some(r) => Some(Retry {
+            // Unset attempts: one retry (implementation-specific per GEP-1731).
+            attempts: u32::try_from(r.attempts.unwrap_or(1))
+                .map_err(|_| "negative retry attempts".to_owned())?,
+            codes: r
+                .codes
+                .iter()
+                .flatten()
+                .map(|c| {
+                    u16::try_from(*c)
+                        .ok()
+                        .filter(|c| (400..600).contains(c))
+                        .ok_or(format!("invalid retry code {c}"))
+                })
+                .collect::<Result<_, _>>()?,
+            backoff: parse_duration(r.backoff.as_deref())?
+                .unwrap_or(std::time::Duration::from_millis(10)),
+        }),
+    };
     let rule_filters = match &rule.filters {
         Some(f) => filters::compile(f, ns, prefix_match, resolver, resolved_refs)?,
         None => Filters::default(),
@@ -717,6 +738,7 @@ fn compile_rule(
                     backends: backends.clone(),
                     timeouts,
                     filters: rule_filters.clone(),
+                    retry: retry.clone(),
                 },
             ))
         })

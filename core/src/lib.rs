@@ -33,6 +33,6 @@ pub use snapshot::codec::{decode, encode, InvalidSnapshot};
 pub use snapshot::{
     AppProtocol, Backend, BackendTarget, Cors, Filters, HeaderMatch, HeaderModifier, HostMatch,
     Hostname, InvalidHostname, Listener, ListenerProtocol, MatchKind, Mirror, ObjectRef, PathMatch,
-    PathModifier, QueryMatch, Redirect, Rewrite, RouteMatch, RouteRef, Rule, Snapshot, Timeouts,
-    VirtualHost, WeightedBackend,
+    PathModifier, QueryMatch, Redirect, Retry, Rewrite, RouteMatch, RouteRef, Rule, Snapshot,
+    Timeouts, VirtualHost, WeightedBackend,
 };

@@ -194,6 +194,21 @@ pub struct Rule {
     pub timeouts: Timeouts,
     /// Filters applied to every request of the rule.
     pub filters: Filters,
+    /// Retry policy, if any.
+    pub retry: Option<Retry>,
+}
+
+/// HTTPRoute rule retry (GEP-1731): a replayable request is sent again, to
+/// the next endpoint, after a connection error, a backendRequest timeout, or
+/// a response whose status is listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retry {
+    /// Retries after the first try.
+    pub attempts: u32,
+    /// Response statuses that are retried.
+    pub codes: Vec<u16>,
+    /// Pause before each retry.
+    pub backoff: Duration,
 }
 
 /// HTTPRoute filters, resolved. Rule-level filters apply to every request of

@@ -297,7 +297,6 @@ enum Decision<'t> {
         rule: &'t CompiledRule,
         slot: usize,
         backend: u32,
-        rule_timeout: Option<Duration>,
     },
 }
 
@@ -325,20 +324,17 @@ async fn handle(
             rule,
             slot,
             backend,
-            rule_timeout,
         } => {
-            let b = table.backend(backend);
-            if b.endpoints.is_empty() {
+            if table.backend(backend).endpoints.is_empty() {
                 local_and_skip(worker, conn, Failure::NoEndpoints).await
             } else {
-                let endpoint = b.endpoints[worker.next_endpoint(backend, b.endpoints.len())];
-                let timeout = rule_timeout.unwrap_or(worker.cfg.upstream_timeout);
                 let filters = proxy::RouteFilters {
+                    retry: rule.retry.as_ref(),
                     rule: &rule.filters,
                     backend: &rule.backends[slot].filters,
                     prefix: rule.matched_prefix(),
                 };
-                proxy::forward(worker, conn, endpoint, timeout, &filters, table).await
+                proxy::forward(worker, conn, backend, rule.timeouts, &filters, table).await
             }
         }
     };
@@ -527,10 +523,6 @@ fn decide<'t>(
             rule,
             slot: i,
             backend,
-            rule_timeout: match (rule.timeouts.request, rule.timeouts.backend_request) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            },
         },
     };
     (decision, series)

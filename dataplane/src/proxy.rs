@@ -28,7 +28,7 @@ use shardgate_core::http1::{
     parse_response, BodyKind, ChunkedDecoder, HeaderSpan, RequestHead, ResponseHead,
 };
 use shardgate_core::route::modify_path;
-use shardgate_core::{Filters, HeaderModifier, Mirror, Rewrite, RouteTable};
+use shardgate_core::{Filters, HeaderModifier, Mirror, Retry, Rewrite, RouteTable, Timeouts};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -53,11 +53,12 @@ enum UpstreamError {
 pub(crate) async fn forward(
     worker: &Rc<Worker>,
     conn: &mut Conn,
-    endpoint: SocketAddr,
-    timeout: Duration,
+    backend: u32,
+    timeouts: Timeouts,
     filters: &RouteFilters<'_>,
     table: &RouteTable,
 ) -> Outcome {
+    let first_endpoint = next_endpoint(worker, table, backend);
     let head = &conn.head;
     let is_head = head.method.get(&conn.buf) == b"HEAD";
     let http10 = head.minor_version == 0;
@@ -104,40 +105,69 @@ pub(crate) async fn forward(
         }
     }
 
-    let deadline = Instant::now() + timeout;
     let metrics = worker.metrics();
-    let mut up = match worker.pool.take(endpoint) {
+    let overall = timeouts.request.map(|t| Instant::now() + t);
+    let per_try = timeouts
+        .backend_request
+        .or(timeouts.request)
+        .unwrap_or(worker.cfg.upstream_timeout);
+    // Only a request whose bytes we still hold can be sent again.
+    let mut retries_left = if replayable {
+        filters.retry.map_or(0, |r| r.attempts)
+    } else {
+        0
+    };
+    let mut endpoint = first_endpoint;
+    let mut pooled = match worker.pool.take(endpoint) {
         Some(up) => {
             metrics.pool_hits.inc();
-            up
+            Some(up)
         }
         None => {
             metrics.pool_misses.inc();
-            match connect(worker, endpoint).await {
-                Ok(up) => up,
-                Err(f) => {
-                    return fail(worker, conn, request, f, body_pending, client_keep_alive).await
-                }
-            }
+            None
         }
     };
-    let mut sent_at;
+    let mut stale_retry_used = false;
     let mut resp = ResponseHead::default();
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        sent_at = Instant::now();
-        let sent = write_keep(&mut up, &mut request).await;
-        if !sent && up.reused && replayable && attempt == 1 {
-            up = match connect(worker, endpoint).await {
+    let mut sent_at;
+    let mut up = loop {
+        // Moves on to the next endpoint after a pause, if the policy allows.
+        let retry_now = |retries_left: &mut u32| {
+            let in_time = overall.is_none_or(|d| Instant::now() < d);
+            if *retries_left > 0 && in_time {
+                *retries_left -= 1;
+                Some(filters.retry.map_or(Duration::ZERO, |r| r.backoff))
+            } else {
+                None
+            }
+        };
+        let mut up = match pooled.take() {
+            Some(up) => up,
+            None => match connect(worker, endpoint).await {
                 Ok(up) => up,
                 Err(f) => {
-                    return fail(worker, conn, request, f, body_pending, client_keep_alive).await
+                    if let Some(pause) = retry_now(&mut retries_left) {
+                        monoio::time::sleep(pause).await;
+                        endpoint = next_endpoint(worker, table, backend);
+                        continue;
+                    }
+                    return fail(worker, conn, request, f, body_pending, client_keep_alive).await;
                 }
-            };
-            continue;
-        }
-        if !sent {
+            },
+        };
+        sent_at = Instant::now();
+        let deadline = overall.map_or(sent_at + per_try, |d| d.min(sent_at + per_try));
+        if !write_keep(&mut up, &mut request).await {
+            if up.reused && replayable && !stale_retry_used {
+                stale_retry_used = true;
+                continue;
+            }
+            if let Some(pause) = retry_now(&mut retries_left) {
+                monoio::time::sleep(pause).await;
+                endpoint = next_endpoint(worker, table, backend);
+                continue;
+            }
             return fail(
                 worker,
                 conn,
@@ -189,46 +219,43 @@ pub(crate) async fn forward(
                 }
             }
         }
-        match read_response_head(&mut up, is_head, deadline, &mut resp).await {
-            Ok(()) => break,
-            Err(UpstreamError::ClosedEarly) if up.reused && replayable && attempt == 1 => {
-                up = match connect(worker, endpoint).await {
-                    Ok(up) => up,
-                    Err(f) => {
-                        return fail(worker, conn, request, f, false, client_keep_alive).await
+        let failure = match read_response_head(&mut up, is_head, deadline, &mut resp).await {
+            Ok(()) => {
+                let retryable = filters
+                    .retry
+                    .is_some_and(|r| r.codes.contains(&resp.status));
+                if retryable {
+                    if let Some(pause) = retry_now(&mut retries_left) {
+                        // The unread answer makes this connection unusable;
+                        // it is dropped, and the request goes elsewhere.
+                        monoio::time::sleep(pause).await;
+                        endpoint = next_endpoint(worker, table, backend);
+                        continue;
                     }
-                };
+                }
+                break up;
             }
-            Err(UpstreamError::Timeout) => {
-                return fail(
-                    worker,
-                    conn,
-                    request,
-                    Failure::UpstreamTimeout,
-                    false,
-                    client_keep_alive,
-                )
-                .await
+            Err(UpstreamError::ClosedEarly) if up.reused && replayable && !stale_retry_used => {
+                stale_retry_used = true;
+                continue;
             }
-            Err(UpstreamError::ClosedEarly | UpstreamError::Broken) => {
-                return fail(
-                    worker,
-                    conn,
-                    request,
-                    Failure::UpstreamBroken,
-                    false,
-                    client_keep_alive,
-                )
-                .await
-            }
+            Err(UpstreamError::Timeout) => Failure::UpstreamTimeout,
+            Err(UpstreamError::ClosedEarly | UpstreamError::Broken) => Failure::UpstreamBroken,
+        };
+        if let Some(pause) = retry_now(&mut retries_left) {
+            monoio::time::sleep(pause).await;
+            endpoint = next_endpoint(worker, table, backend);
+            continue;
         }
-    }
+        return fail(worker, conn, request, failure, false, client_keep_alive).await;
+    };
     let upstream_time = sent_at.elapsed();
     metrics.upstream_duration.observe(upstream_time);
+    let served_by = up.addr;
     let relayed = |keep_alive: bool| Outcome {
         keep_alive,
         status: resp.status,
-        upstream: Some((endpoint, upstream_time)),
+        upstream: Some((served_by, upstream_time)),
     };
 
     // Relay the response.
@@ -295,6 +322,13 @@ pub(crate) async fn forward(
         worker.pool.put(up);
     }
     relayed(keep_alive)
+}
+
+/// The next endpoint of `backend` in this worker's round robin (the caller
+/// checked that it has endpoints).
+fn next_endpoint(worker: &Worker, table: &RouteTable, backend: u32) -> SocketAddr {
+    let b = table.backend(backend);
+    b.endpoints[worker.next_endpoint(backend, b.endpoints.len())]
 }
 
 async fn connect(worker: &Worker, endpoint: SocketAddr) -> Result<Upstream, Failure> {
@@ -387,6 +421,7 @@ fn origin_form(target: &str) -> &str {
 /// backendRef's (applied in that order), and the PathPrefix the rule matched
 /// (for ReplacePrefixMatch).
 pub(crate) struct RouteFilters<'t> {
+    pub(crate) retry: Option<&'t Retry>,
     pub(crate) rule: &'t Filters,
     pub(crate) backend: &'t Filters,
     pub(crate) prefix: Option<&'t str>,
@@ -623,6 +658,7 @@ mod tests {
         let mut out = Vec::new();
         let none = Filters::default();
         let filters = RouteFilters {
+            retry: None,
             rule: &none,
             backend: &none,
             prefix: None,

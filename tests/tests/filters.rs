@@ -65,6 +65,11 @@ fn start(driver: Driver) -> Setup {
         allowCredentials: true
         maxAge: 3600
     backendRefs: [{name: main, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /retry}}]
+    retry: {codes: [500], attempts: 3, backoff: 1ms}
+    backendRefs: [{name: main, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /retry}, headers: [{name: X-No-Retry, value: "1"}]}]
+    backendRefs: [{name: main, port: 80}]
   - matches: [{path: {type: PathPrefix, value: /backend-filter}}]
     backendRefs:
     - name: main
@@ -238,10 +243,56 @@ fn cors_answers_preflights_and_decorates_responses(driver: Driver) {
     assert_eq!(r.header("access-control-allow-origin"), None);
 }
 
+fn retries_replayable_requests(driver: Driver) {
+    let s = start(driver);
+    let mut c = shardgate_tests::client::Client::connect(s.addr).unwrap();
+    let id = |tag: &str| format!("{tag}-{:?}-{}", driver, std::process::id());
+    // Two 500s, then success: three tries fit in three retries.
+    let r = c
+        .get(
+            "a",
+            &format!(
+                "/retry/status?uuid={}&succeedAfter=2&responseCode=500",
+                id("status")
+            ),
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "retried past two 500s");
+    // Connection resets are retried too.
+    let r = c
+        .get(
+            "a",
+            &format!("/retry/reset?uuid={}&succeedAfter=2", id("reset")),
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "retried past two resets");
+    // More failures than attempts: the last failure is answered.
+    let r = c
+        .get(
+            "a",
+            &format!(
+                "/retry/many?uuid={}&succeedAfter=9&responseCode=500",
+                id("many")
+            ),
+        )
+        .unwrap();
+    assert_eq!(r.status, 500);
+    // Without a retry policy the first failure is the answer.
+    let path = format!(
+        "/retry/none?uuid={}&succeedAfter=2&responseCode=500",
+        id("none")
+    );
+    let r = c
+        .request("GET", "a", &path, &[("X-No-Retry", "1")], None)
+        .unwrap();
+    assert_eq!(r.status, 500);
+}
+
 shardgate_tests::on_both_drivers!(
     header_modifiers_edit_requests_and_responses,
     redirects_build_the_location,
     rewrites_host_and_path,
     mirrors_copy_requests_without_waiting,
     cors_answers_preflights_and_decorates_responses,
+    retries_replayable_requests,
 );

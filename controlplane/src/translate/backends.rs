@@ -3,7 +3,7 @@
 
 use crate::status::Condition;
 use crate::store::Store;
-use gateway_api::httproutes::HttpRouteRulesBackendRefs;
+use gateway_api::experimental::httproutes::HttpRouteRulesBackendRefs;
 use shardgate_core::{AppProtocol, Backend, BackendTarget, Filters, WeightedBackend};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};

@@ -8,8 +8,8 @@
 //! wins (rules arrive in precedence order).
 
 use crate::snapshot::{
-    Backend, Filters, HostMatch, ListenerProtocol, MatchKind, ObjectRef, PathMatch, RouteRef,
-    Snapshot, Timeouts, WeightedBackend,
+    Backend, Filters, HostMatch, ListenerProtocol, MatchKind, ObjectRef, PathMatch, Retry,
+    RouteRef, Snapshot, Timeouts, WeightedBackend,
 };
 use regex::Regex;
 use std::collections::HashMap;
@@ -181,6 +181,8 @@ pub struct CompiledRule {
     pub timeouts: Timeouts,
     /// Rule-level filters.
     pub filters: Filters,
+    /// Retry policy.
+    pub retry: Option<Retry>,
 }
 
 impl CompiledRule {
@@ -316,6 +318,7 @@ impl RouteTable {
                             backends: r.backends.clone(),
                             timeouts: r.timeouts,
                             filters: r.filters.clone(),
+                            retry: r.retry.clone(),
                         })
                     })
                     .collect::<Result<Vec<_>, CompileError>>()?;
@@ -417,6 +420,7 @@ mod tests {
             backends: vec![],
             timeouts: Timeouts::default(),
             filters: Filters::default(),
+            retry: None,
         }
     }
 

@@ -17,7 +17,7 @@ use super::{
 
 const MAGIC: &[u8; 4] = b"SGSN";
 /// Bumped whenever the model changes shape.
-pub const FORMAT_VERSION: u16 = 3;
+pub const FORMAT_VERSION: u16 = 4;
 const PREFIX_LEN: usize = 6;
 
 /// Why bytes were not accepted as a snapshot.
@@ -288,6 +288,7 @@ mod tests {
                             },
                         ],
                         timeouts: Timeouts::default(),
+                        retry: None,
                         filters: Filters {
                             redirect: Some(Redirect {
                                 scheme: Some("https".into()),
@@ -417,6 +418,7 @@ mod tests {
                     backend_request: None,
                 },
                 filters: Filters::default(),
+                retry: None,
             });
         let listener = (1u16.., prop::collection::vec(rule, 0..5), "[a-z]{1,10}").prop_map(
             |(port, rules, host)| Listener {
