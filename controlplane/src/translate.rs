@@ -73,6 +73,9 @@ struct ListenerState {
     conditions_extra: Vec<Condition>,
     invalid: Option<(&'static str, String)>,
     conflicted: Option<&'static str>,
+    /// A protocol the Gateway API defines and Shardgate will serve, but not
+    /// yet (HTTPS, TLS, TCP, UDP): accepted, routes attach, not programmed.
+    pending: Option<String>,
     attached: u32,
     /// (scope, precedence, rule) of every attached route match.
     rules: Vec<(HostnameScope, Precedence, Rule)>,
@@ -80,7 +83,10 @@ struct ListenerState {
 
 impl ListenerState {
     fn usable(&self) -> bool {
-        self.invalid.is_none() && self.conflicted.is_none() && self.protocol.is_some()
+        self.invalid.is_none()
+            && self.conflicted.is_none()
+            && self.pending.is_none()
+            && self.protocol.is_some()
     }
 }
 
@@ -274,6 +280,7 @@ fn listener_state(gateway: usize, l: &GatewayListeners, addresses: Vec<IpAddr>) 
         conditions_extra: Vec::new(),
         invalid: None,
         conflicted: None,
+        pending: None,
         attached: 0,
         rules: Vec::new(),
     };
@@ -290,6 +297,15 @@ fn listener_state(gateway: usize, l: &GatewayListeners, addresses: Vec<IpAddr>) 
         "HTTP" => {
             state.protocol = Some(ListenerProtocol::Http);
             state.kinds = vec!["HTTPRoute"];
+        }
+        p @ ("HTTPS" | "TLS" | "TCP" | "UDP") => {
+            state.kinds = match p {
+                "HTTPS" => vec!["HTTPRoute"],
+                "TLS" => vec!["TLSRoute"],
+                "TCP" => vec!["TCPRoute"],
+                _ => vec!["UDPRoute"],
+            };
+            state.pending = Some(format!("{p} listeners are not served yet"));
         }
         other => {
             state.invalid = Some((
@@ -372,6 +388,8 @@ fn listener_status(l: &ListenerState) -> ListenerStatus {
                     "Invalid",
                     "listener conflicts",
                 ));
+            } else if let Some(why) = &l.pending {
+                conditions.push(Condition::new("Programmed", false, "Pending", why.clone()));
             } else {
                 conditions.push(Condition::new(
                     "Programmed",
@@ -575,11 +593,16 @@ fn attach_http_route(
                 why = why.max(NotAttached::NoMatchingListenerHostname);
                 continue;
             }
-            if !l.usable() {
+            // Attachment depends only on allowedRoutes and the parentRef;
+            // a listener that is not programmed still counts its routes.
+            if l.invalid.is_some() {
                 continue;
             }
             attached = true;
             l.attached += 1;
+            if !l.usable() {
+                continue;
+            }
             for scope in scopes {
                 for (ri, mi, rule) in rules {
                     let prec = Precedence::new(&rule.matches, created, ns, name, *ri, *mi);

@@ -264,3 +264,54 @@ spec:
         "only the valid, unconflicted listener ships"
     );
 }
+
+#[test]
+fn https_listeners_count_routes_but_are_not_programmed_yet() {
+    let s = store(
+        r#"
+kind: GatewayClass
+metadata: {name: sg}
+spec: {controllerName: shardgate.dev/gateway-controller}
+---
+kind: Gateway
+metadata: {name: gw, namespace: ns}
+spec:
+  gatewayClassName: sg
+  listeners:
+  - {name: https, port: 443, protocol: HTTPS}
+---
+kind: Gateway
+metadata: {name: bad, namespace: ns}
+spec:
+  gatewayClassName: sg
+  listeners:
+  - {name: x, port: 80, protocol: SCTP}
+---
+kind: HTTPRoute
+metadata: {name: r, namespace: ns}
+spec:
+  parentRefs: [{name: gw}]
+"#,
+    );
+    let t = translate(&s, &opts());
+    let gw = t.status.gateways.iter().find(|g| g.name == "gw").unwrap();
+    assert_eq!(reason(&gw.conditions, "Accepted"), (true, "Accepted"));
+    assert_eq!(gw.listeners[0].attached_routes, 1);
+    assert_eq!(
+        reason(&gw.listeners[0].conditions, "Programmed"),
+        (false, "Pending")
+    );
+    assert_eq!(
+        reason(&route_status(&t, "r").parents[0].conditions, "Accepted"),
+        (true, "Accepted")
+    );
+    assert!(
+        t.snapshot.listeners.is_empty(),
+        "nothing is served on a pending listener"
+    );
+    let bad = t.status.gateways.iter().find(|g| g.name == "bad").unwrap();
+    assert_eq!(
+        reason(&bad.conditions, "Accepted"),
+        (false, "ListenersNotValid")
+    );
+}
