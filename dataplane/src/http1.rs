@@ -517,6 +517,22 @@ fn decide<'t>(
         return (Decision::Local(Failure::InvalidBackend(500)), no_backend);
     };
     let series = SeriesRef::Rule(rule.id, i);
+    if let Some(r) = &rule.backends[i].filters.redirect {
+        let prefix = rule.matched_prefix();
+        build_location(
+            r,
+            "http",
+            80,
+            key.1,
+            &conn.host,
+            path,
+            query,
+            prefix,
+            &mut conn.location,
+            &mut conn.scratch,
+        );
+        return (Decision::Redirect(r.status), series);
+    }
     let decision = match rule.backends[i].target {
         BackendTarget::Invalid { status } => Decision::Local(Failure::InvalidBackend(status)),
         BackendTarget::Backend(backend) => Decision::Forward {

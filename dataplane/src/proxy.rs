@@ -128,6 +128,9 @@ pub(crate) async fn forward(
             None
         }
     };
+    // One free replay when a pooled connection turns out closed. With a
+    // retry policy, that replay counts against the policy's attempts like
+    // any other connection error.
     let mut stale_retry_used = false;
     let mut resp = ResponseHead::default();
     let mut sent_at;
@@ -159,7 +162,7 @@ pub(crate) async fn forward(
         sent_at = Instant::now();
         let deadline = overall.map_or(sent_at + per_try, |d| d.min(sent_at + per_try));
         if !write_keep(&mut up, &mut request).await {
-            if up.reused && replayable && !stale_retry_used {
+            if up.reused && replayable && !stale_retry_used && filters.retry.is_none() {
                 stale_retry_used = true;
                 continue;
             }
@@ -235,12 +238,15 @@ pub(crate) async fn forward(
                 }
                 break up;
             }
-            Err(UpstreamError::ClosedEarly) if up.reused && replayable && !stale_retry_used => {
+            Err(UpstreamError::ClosedEarly)
+                if up.reused && replayable && !stale_retry_used && filters.retry.is_none() =>
+            {
                 stale_retry_used = true;
                 continue;
             }
             Err(UpstreamError::Timeout) => Failure::UpstreamTimeout,
-            Err(UpstreamError::ClosedEarly | UpstreamError::Broken) => Failure::UpstreamBroken,
+            Err(UpstreamError::ClosedEarly) => Failure::UpstreamReset,
+            Err(UpstreamError::Broken) => Failure::UpstreamBroken,
         };
         if let Some(pause) = retry_now(&mut retries_left) {
             monoio::time::sleep(pause).await;

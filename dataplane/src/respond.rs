@@ -1,6 +1,7 @@
 //! Locally generated responses, and the one place that maps a failure to its
 //! status code (DESIGN.md: no route → 404, invalid backends → 500, no
-//! endpoint or connect failure → 503, upstream timeout → 504, malformed → 400).
+//! endpoint, connect failure or reset before the response → 503, upstream
+//! timeout → 504, malformed request → 400, malformed response → 502).
 
 /// Why Shardgate answered a request itself. Each variant says who caused it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +24,9 @@ pub(crate) enum Failure {
     NoEndpoints,
     /// Upstream: connecting failed or timed out (a retry elsewhere may help).
     ConnectFailed,
+    /// Upstream: the connection closed or reset before any response byte
+    /// (Envoy and HAProxy answer 503 here too: the backend is unavailable).
+    UpstreamReset,
     /// Upstream: no response head in time.
     UpstreamTimeout,
     /// Upstream: the response was malformed or the connection broke.
@@ -39,7 +43,7 @@ impl Failure {
             Self::NotImplemented => 501,
             Self::NoRoute => 404,
             Self::InvalidBackend(s) => s,
-            Self::NotReady | Self::NoEndpoints | Self::ConnectFailed => 503,
+            Self::NotReady | Self::NoEndpoints | Self::ConnectFailed | Self::UpstreamReset => 503,
             Self::UpstreamTimeout => 504,
             Self::UpstreamBroken => 502,
         }

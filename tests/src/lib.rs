@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod config;
+pub mod conformance;
 pub mod fixture;
 pub mod prom;
 

@@ -11,6 +11,10 @@
 //!
 //! Once every listener is bound it prints `listening ADDR pod=NAME` per listener (with the
 //! real port when the spec asked for port 0) and then `ready`.
+//!
+//! Shardgate endpoints (never used by the conformance suite): `/_shardgate/stats` (counters),
+//! `/_shardgate/seen?uri=TARGET` (how many requests had exactly that request target),
+//! `/_shardgate/bytes`, `/_shardgate/digest`, `/_shardgate/echo-body`, `/_shardgate/sleep`.
 
 #![forbid(unsafe_code)]
 
@@ -153,6 +157,10 @@ pub struct Listener {
     pub connections: AtomicU64,
     /// Requests served since start, not counting `/_shardgate/stats`.
     pub requests: AtomicU64,
+    /// How many requests arrived per raw request target (`/_shardgate/` ones excluded), for
+    /// `/_shardgate/seen`: the conformance runner checks mirrored requests with it, where
+    /// upstream greps echo-basic's access log.
+    pub seen: Mutex<HashMap<String, u64>>,
 }
 
 /// Lets a handler ask for its connection to be torn down with a TCP RST.
@@ -291,6 +299,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             h2c: spec.h2c,
             connections: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            seen: Mutex::new(HashMap::new()),
         });
         bound.push((socket, local, listener));
     }

@@ -24,7 +24,7 @@ use hyper::header::{
     TRANSFER_ENCODING, UPGRADE,
 };
 use hyper::http::request::Parts;
-use hyper::{Method, Request, Response, StatusCode, Version};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -32,7 +32,7 @@ use crate::goish::{
     canonical_header_key, clean_path, collapse_double_slashes, first_value, go_json_escape,
     parse_echo_set_header, parse_go_duration, parse_query,
 };
-use crate::{App, ConnCtx};
+use crate::{App, ConnCtx, Listener};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type RespBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -65,6 +65,9 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<RespB
     // Stats requests are not counted, so a test can read the counters without moving them.
     if req.uri().path() != "/_shardgate/stats" {
         listener.requests.fetch_add(1, Ordering::Relaxed);
+    }
+    if !req.uri().path().starts_with("/_shardgate/") {
+        record_seen(listener, &req);
     }
     if listener.app.verbose {
         eprintln!(
@@ -226,9 +229,12 @@ async fn echo_answer(
 
 /// Go's `Request.RequestURI`: the request target as received.
 fn request_uri(parts: &Parts) -> String {
-    let uri = &parts.uri;
+    request_target(&parts.uri, parts.version)
+}
+
+fn request_target(uri: &Uri, version: Version) -> String {
     // An HTTP/1 absolute-form target is echoed whole; HTTP/2 always has `:path` only.
-    if parts.version != Version::HTTP_2 && uri.scheme().is_some() {
+    if version != Version::HTTP_2 && uri.scheme().is_some() {
         return uri.to_string();
     }
     match uri.path_and_query() {
@@ -516,11 +522,16 @@ async fn shardgate_endpoint(
     let read_only = method == Method::GET || method == Method::HEAD;
     let uploads = method == Method::POST || method == Method::PUT;
     match endpoint {
-        "stats" | "bytes" if !read_only => method_not_allowed(req, "GET, HEAD").await,
+        "stats" | "bytes" | "seen" if !read_only => method_not_allowed(req, "GET, HEAD").await,
         "digest" | "echo-body" if !uploads => method_not_allowed(req, "POST, PUT").await,
         "stats" => {
             drain(req.into_body()).await;
             stats(ctx)
+        }
+        "seen" => {
+            let (parts, body) = req.into_parts();
+            drain(body).await;
+            seen(ctx, &parts)
         }
         "bytes" => pattern_bytes(ctx, req).await,
         "digest" => digest(ctx, req).await,
@@ -541,6 +552,39 @@ fn stats(ctx: &ConnCtx) -> Response<RespBody> {
         "connections": listener.connections.load(Ordering::Relaxed),
         "requests": listener.requests.load(Ordering::Relaxed),
     });
+    json(StatusCode::OK, body.to_string())
+}
+
+/// Bound on the distinct request targets `/_shardgate/seen` remembers per listener; the map
+/// is cleared when full (a conformance check only asks about targets it just sent).
+const SEEN_ENTRIES: usize = 100_000;
+
+/// Counts the request under its raw target, for `/_shardgate/seen`.
+fn record_seen(listener: &Listener, req: &Request<Incoming>) {
+    let target = request_target(req.uri(), req.version());
+    let mut seen = listener.seen.lock().unwrap_or_else(PoisonError::into_inner);
+    if seen.len() >= SEEN_ENTRIES && !seen.contains_key(&target) {
+        seen.clear();
+    }
+    *seen.entry(target).or_insert(0) += 1;
+}
+
+/// `GET /_shardgate/seen?uri=TARGET`: how many requests this listener received whose raw
+/// request target (path and query, as echoed in `path`) was exactly TARGET.
+fn seen(ctx: &ConnCtx, parts: &Parts) -> Response<RespBody> {
+    let query = parse_query(parts.uri.query().unwrap_or_default());
+    let Some(target) = first_value(&query, "uri") else {
+        return process_error(StatusCode::BAD_REQUEST, "uri=<request target> is required");
+    };
+    let count = ctx
+        .listener
+        .seen
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(target)
+        .copied()
+        .unwrap_or(0);
+    let body = serde_json::json!({ "pod": ctx.listener.pod, "uri": target, "count": count });
     json(StatusCode::OK, body.to_string())
 }
 
