@@ -130,6 +130,34 @@ impl Store {
         labels
     }
 
+    /// Whether a ReferenceGrant in `to_ns` lets `from_kind`s (Gateway API
+    /// group) in `from_ns` refer to the core-group `to_kind` named `to_name`.
+    pub fn granted(
+        &self,
+        from_kind: &str,
+        from_ns: &str,
+        to_kind: &str,
+        to_ns: &str,
+        to_name: &str,
+    ) -> bool {
+        self.reference_grants
+            .range((to_ns.to_owned(), String::new())..)
+            .take_while(|((ns, _), _)| ns == to_ns)
+            .any(|(_, g)| {
+                let from_ok = g.spec.from.iter().any(|f| {
+                    f.group == "gateway.networking.k8s.io"
+                        && f.kind == from_kind
+                        && f.namespace == from_ns
+                });
+                let to_ok = g.spec.to.iter().any(|t| {
+                    t.group.is_empty()
+                        && t.kind == to_kind
+                        && t.name.as_deref().is_none_or(|n| n == to_name)
+                });
+                from_ok && to_ok
+            })
+    }
+
     /// Number of objects held, by kind, for logs and metrics.
     pub fn counts(&self) -> [(&'static str, usize); 8] {
         [

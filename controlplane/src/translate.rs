@@ -27,7 +27,7 @@ use gateway_api::experimental::httproutes::{
     HttpRouteRulesMatchesPathType, HttpRouteRulesMatchesQueryParamsType,
 };
 use gateway_api::gateways::{
-    Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom,
+    Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom, GatewayListenersTlsMode,
 };
 use shardgate_core::route::{intersect_hostnames, scope_order, HostnameScope, Precedence};
 use shardgate_core::{
@@ -121,11 +121,15 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
         .collect();
     let mut listeners: Vec<ListenerState> = Vec::new();
     let mut gateway_addresses: Vec<Result<Vec<IpAddr>, String>> = Vec::new();
-    for (gi, (_, gw)) in gateways.iter().enumerate() {
+    for (gi, (gw_key, gw)) in gateways.iter().enumerate() {
         let addresses = gateway_addresses_of(gw, opts);
         let bind = addresses.clone().unwrap_or_default();
         for l in &gw.spec.listeners {
-            listeners.push(listener_state(gi, l, bind.clone()));
+            let mut state = listener_state(gi, l, bind.clone());
+            if let Some(c) = certificate_refs(l, &gw_key.0, store) {
+                state.conditions_extra.push(c);
+            }
+            listeners.push(state);
         }
         gateway_addresses.push(addresses);
     }
@@ -346,6 +350,99 @@ fn listener_state(gateway: usize, l: &GatewayListeners, addresses: Vec<IpAddr>) 
         state.kinds = allowed;
     }
     state
+}
+
+/// Resolves a terminating listener's certificateRefs (HTTPS, or TLS in
+/// Terminate mode): core-group Secrets, in the Gateway's namespace or one
+/// whose ReferenceGrant allows it, holding a PEM certificate chain and key.
+/// Returns the failing ResolvedRefs condition, if any.
+fn certificate_refs(l: &GatewayListeners, gw_ns: &str, store: &Store) -> Option<Condition> {
+    let terminates = match l.protocol.as_str() {
+        "HTTPS" => true,
+        "TLS" => l
+            .tls
+            .as_ref()
+            .and_then(|t| t.mode.as_ref())
+            .is_none_or(|m| matches!(m, GatewayListenersTlsMode::Terminate)),
+        _ => false,
+    };
+    if !terminates {
+        return None;
+    }
+    let invalid = |msg: String| {
+        Some(Condition::new(
+            "ResolvedRefs",
+            false,
+            "InvalidCertificateRef",
+            msg,
+        ))
+    };
+    let refs = l
+        .tls
+        .as_ref()
+        .and_then(|t| t.certificate_refs.as_deref())
+        .unwrap_or(&[]);
+    if refs.is_empty() {
+        return invalid("a terminating listener needs certificateRefs".to_owned());
+    }
+    for r in refs {
+        let group = r.group.as_deref().unwrap_or("");
+        let kind = r.kind.as_deref().unwrap_or("Secret");
+        if !group.is_empty() || kind != "Secret" {
+            return invalid(format!("certificateRef {group}/{kind} is not a Secret"));
+        }
+        let ns = r.namespace.as_deref().unwrap_or(gw_ns);
+        if ns != gw_ns && !store.granted("Gateway", gw_ns, "Secret", ns, &r.name) {
+            return Some(Condition::new(
+                "ResolvedRefs",
+                false,
+                "RefNotPermitted",
+                format!(
+                    "no ReferenceGrant in {ns} allows Gateways from {gw_ns} to use Secret {}",
+                    r.name
+                ),
+            ));
+        }
+        let Some(secret) = store.secrets.get(&(ns.to_owned(), r.name.clone())) else {
+            return invalid(format!("Secret {ns}/{} not found", r.name));
+        };
+        if let Err(e) = check_tls_secret(secret) {
+            return invalid(format!("Secret {ns}/{}: {e}", r.name));
+        }
+    }
+    None
+}
+
+/// A kubernetes.io/tls Secret with a PEM chain in `tls.crt` and a PEM key
+/// (PKCS#8, PKCS#1 or SEC1) in `tls.key`.
+fn check_tls_secret(secret: &k8s_openapi::api::core::v1::Secret) -> Result<(), String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let field = |key: &str| -> Option<Vec<u8>> {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|b| b.0.clone())
+            .or_else(|| {
+                secret
+                    .string_data
+                    .as_ref()
+                    .and_then(|d| d.get(key))
+                    .map(|s| s.as_bytes().to_vec())
+            })
+    };
+    let crt = field("tls.crt").ok_or("no tls.crt")?;
+    let key = field("tls.key").ok_or("no tls.key")?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&crt)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("tls.crt is not PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("tls.crt holds no certificate".into());
+    }
+    PrivateKeyDer::from_pem_slice(&key)
+        .map_err(|e| format!("tls.key is not a PEM private key: {e}"))?;
+    Ok(())
 }
 
 /// Listeners that share an address and port must agree on protocol and have

@@ -118,7 +118,11 @@ impl<'s> BackendResolver<'s> {
             ));
         }
         let ns = namespace.unwrap_or(route_ns);
-        if ns != route_ns && !self.granted(route_ns, route_kind, ns, name) {
+        if ns != route_ns
+            && !self
+                .store
+                .granted(route_kind, route_ns, "Service", ns, name)
+        {
             return Err((
                 "RefNotPermitted",
                 format!("no ReferenceGrant in {ns} allows {route_kind}s from {route_ns} to Service {name}"),
@@ -162,26 +166,6 @@ impl<'s> BackendResolver<'s> {
         });
         self.index.insert(key, i);
         Ok(i)
-    }
-
-    /// Whether a ReferenceGrant in `to_ns` lets `from_kind`s in `from_ns`
-    /// reference Service `name`.
-    fn granted(&self, from_ns: &str, from_kind: &str, to_ns: &str, name: &str) -> bool {
-        self.store
-            .reference_grants
-            .range((to_ns.to_owned(), String::new())..)
-            .take_while(|((ns, _), _)| ns == to_ns)
-            .any(|(_, g)| {
-                let from_ok = g.spec.from.iter().any(|f| {
-                    f.group == super::GATEWAY_GROUP && f.kind == from_kind && f.namespace == from_ns
-                });
-                let to_ok = g.spec.to.iter().any(|t| {
-                    t.group.is_empty()
-                        && t.kind == "Service"
-                        && t.name.as_deref().is_none_or(|n| n == name)
-                });
-                from_ok && to_ok
-            })
     }
 
     /// Ready endpoints of a Service port, from the EndpointSlices labelled

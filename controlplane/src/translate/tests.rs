@@ -315,3 +315,39 @@ spec:
         (false, "ListenersNotValid")
     );
 }
+
+#[test]
+fn certificate_refs_resolve_to_valid_secrets_or_say_why_not() {
+    let base = r#"
+kind: GatewayClass
+metadata: {name: sg}
+spec: {controllerName: shardgate.dev/gateway-controller}
+---
+kind: Secret
+metadata: {name: bad-pem, namespace: ns}
+type: kubernetes.io/tls
+stringData: {tls.crt: "not pem", tls.key: "not pem"}
+---
+kind: Secret
+metadata: {name: other, namespace: elsewhere}
+type: kubernetes.io/tls
+stringData: {tls.crt: "x", tls.key: "y"}
+---
+kind: Gateway
+metadata: {name: gw, namespace: ns}
+spec:
+  gatewayClassName: sg
+  listeners:
+  - {name: missing, port: 443, protocol: HTTPS, hostname: a.example, tls: {certificateRefs: [{name: nope}]}}
+  - {name: malformed, port: 443, protocol: HTTPS, hostname: b.example, tls: {certificateRefs: [{name: bad-pem}]}}
+  - {name: cross, port: 443, protocol: HTTPS, hostname: c.example, tls: {certificateRefs: [{name: other, namespace: elsewhere}]}}
+  - {name: kind, port: 443, protocol: HTTPS, hostname: d.example, tls: {certificateRefs: [{name: x, kind: ConfigMap}]}}
+"#;
+    let t = translate(&store(base), &opts());
+    let gw = &t.status.gateways[0];
+    let resolved = |i: usize| reason(&gw.listeners[i].conditions, "ResolvedRefs");
+    assert_eq!(resolved(0), (false, "InvalidCertificateRef"));
+    assert_eq!(resolved(1), (false, "InvalidCertificateRef"));
+    assert_eq!(resolved(2), (false, "RefNotPermitted"));
+    assert_eq!(resolved(3), (false, "InvalidCertificateRef"));
+}
