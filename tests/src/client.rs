@@ -44,6 +44,19 @@ impl Response {
     }
 }
 
+/// Parsed header fields as owned `(name, value)` pairs.
+pub fn owned_headers(headers: &[httparse::Header<'_>]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_owned(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect()
+}
+
 /// One client connection.
 pub struct Client {
     stream: TcpStream,
@@ -116,17 +129,7 @@ impl Client {
             let mut res = httparse::Response::new(&mut slots);
             match res.parse(&self.buf) {
                 Ok(httparse::Status::Complete(n)) => {
-                    let headers: Vec<(String, String)> = res
-                        .headers
-                        .iter()
-                        .map(|h| {
-                            (
-                                h.name.to_owned(),
-                                String::from_utf8_lossy(h.value).into_owned(),
-                            )
-                        })
-                        .collect();
-                    break (res.code.unwrap_or(0), headers, n);
+                    break (res.code.unwrap_or(0), owned_headers(res.headers), n);
                 }
                 Ok(httparse::Status::Partial) => {
                     if self.fill()? == 0 {

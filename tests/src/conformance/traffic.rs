@@ -207,16 +207,7 @@ fn parse_response(bytes: &[u8], head_request: bool) -> Result<Response, String> 
         Err(e) => return Err(format!("bad response head: {e}")),
     };
     let status = res.code.unwrap_or(0);
-    let headers: Vec<(String, String)> = res
-        .headers
-        .iter()
-        .map(|h| {
-            (
-                h.name.to_owned(),
-                String::from_utf8_lossy(h.value).into_owned(),
-            )
-        })
-        .collect();
+    let headers = crate::client::owned_headers(res.headers);
     let find = |name: &str| {
         headers
             .iter()
