@@ -42,7 +42,43 @@ use std::str::FromStr;
 pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
 /// Features this implementation claims, in upstream names.
-pub const SUPPORTED_FEATURES: &[&str] = &["Gateway", "HTTPRoute", "ReferenceGrant"];
+///
+/// Written into GatewayClass `status.supportedFeatures`; the same list as
+/// the repository's `conformance.yaml` (a test keeps them equal).
+pub const SUPPORTED_FEATURES: &[&str] = &[
+    "Gateway",
+    "GatewayPort8080",
+    "HTTPRoute",
+    "HTTPRoute303RedirectStatusCode",
+    "HTTPRoute307RedirectStatusCode",
+    "HTTPRoute308RedirectStatusCode",
+    "HTTPRouteBackendProtocolH2C",
+    "HTTPRouteBackendProtocolWebSocket",
+    "HTTPRouteBackendRequestHeaderModification",
+    "HTTPRouteBackendRequestRedirect",
+    "HTTPRouteBackendTimeout",
+    "HTTPRouteBackendURLRewrite",
+    "HTTPRouteCORS",
+    "HTTPRouteDestinationPortMatching",
+    "HTTPRouteHostRewrite",
+    "HTTPRouteMethodMatching",
+    "HTTPRouteNamedRouteRule",
+    "HTTPRouteParentRefPort",
+    "HTTPRoutePathRedirect",
+    "HTTPRoutePathRewrite",
+    "HTTPRoutePortRedirect",
+    "HTTPRouteQueryParamMatching",
+    "HTTPRouteRequestMirror",
+    "HTTPRouteRequestMultipleMirrors",
+    "HTTPRouteRequestPercentageMirror",
+    "HTTPRouteRequestTimeout",
+    "HTTPRouteResponseHeaderModification",
+    "HTTPRouteRetry",
+    "HTTPRouteRetryBackendTimeout",
+    "HTTPRouteRetryConnectionError",
+    "HTTPRouteSchemeRedirect",
+    "ReferenceGrant",
+];
 
 /// Settings that are not in the objects.
 #[derive(Debug, Clone)]
@@ -100,7 +136,7 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
         .map(|(name, c)| {
             status.classes.push(GatewayClassStatus {
                 name: name.clone(),
-                generation: c.metadata.generation.unwrap_or(0),
+                generation: c.metadata.generation.unwrap_or(1),
                 conditions: vec![Condition::new(
                     "Accepted",
                     true,
@@ -157,7 +193,7 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
         let mut gs = GatewayStatus {
             namespace: ns.clone(),
             name: name.clone(),
-            generation: gw.metadata.generation.unwrap_or(0),
+            generation: gw.metadata.generation.unwrap_or(1),
             addresses: Vec::new(),
             conditions: Vec::new(),
             listeners: Vec::new(),
@@ -733,7 +769,7 @@ fn attach_http_route(
         kind: "HTTPRoute",
         namespace: ns.to_owned(),
         name: name.to_owned(),
-        generation: route.metadata.generation.unwrap_or(0),
+        generation: route.metadata.generation.unwrap_or(1),
         parents,
     })
 }

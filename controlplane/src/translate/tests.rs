@@ -351,3 +351,20 @@ spec:
     assert_eq!(resolved(2), (false, "RefNotPermitted"));
     assert_eq!(resolved(3), (false, "InvalidCertificateRef"));
 }
+
+#[test]
+fn supported_features_are_the_claimed_conformance_features() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../conformance.yaml");
+    let text = std::fs::read_to_string(&path).expect("conformance.yaml at the repository root");
+    let claims: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("YAML");
+    let mut claimed: Vec<&str> = claims["claimed"]
+        .as_sequence()
+        .expect("claimed list")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    claimed.sort_unstable();
+    let mut ours = SUPPORTED_FEATURES.to_vec();
+    ours.sort_unstable();
+    assert_eq!(ours, claimed);
+}
