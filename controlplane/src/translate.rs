@@ -13,12 +13,13 @@
 
 mod backends;
 mod filters;
+mod listeners;
 #[cfg(test)]
 mod tests;
 
 use crate::status::{
-    Condition, GatewayClassStatus, GatewayStatus, ListenerStatus, ParentRef, RouteParentStatus,
-    RouteStatus, Status, CONTROLLER_NAME,
+    Condition, GatewayClassStatus, GatewayStatus, ParentRef, RouteParentStatus, RouteStatus,
+    Status, CONTROLLER_NAME,
 };
 use crate::store::{Key, Store};
 use backends::BackendResolver;
@@ -27,14 +28,17 @@ use gateway_api::experimental::httproutes::{
     HttpRouteRulesMatchesPathType, HttpRouteRulesMatchesQueryParamsType,
 };
 use gateway_api::gateways::{
-    Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom, GatewayListenersTlsMode,
+    Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom,
 };
-use shardgate_core::route::{intersect_hostnames, scope_order, HostnameScope, Precedence};
+use listeners::{
+    certificate_refs, listener_snapshot, listener_state, listener_status, mark_conflicts,
+    ListenerState,
+};
+use shardgate_core::route::{intersect_hostnames, Precedence};
 use shardgate_core::{
-    Filters, HeaderMatch, HostMatch, Hostname, Listener, ListenerProtocol, MatchKind, ObjectRef,
-    PathMatch, QueryMatch, Retry, RouteMatch, RouteRef, Rule, Snapshot, Timeouts, VirtualHost,
+    Filters, HeaderMatch, Hostname, MatchKind, ObjectRef, PathMatch, QueryMatch, Retry, RouteMatch,
+    RouteRef, Rule, Snapshot, Timeouts,
 };
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::str::FromStr;
 
@@ -94,36 +98,6 @@ pub struct Translation {
     pub snapshot: Snapshot,
     /// What the objects' status says.
     pub status: Status,
-}
-
-/// A listener as translation tracks it.
-struct ListenerState {
-    gateway: usize,
-    name: String,
-    addresses: Vec<IpAddr>,
-    port: u16,
-    protocol: Option<ListenerProtocol>,
-    hostname: Option<Hostname>,
-    kinds: Vec<&'static str>,
-    spec: GatewayListeners,
-    conditions_extra: Vec<Condition>,
-    invalid: Option<(&'static str, String)>,
-    conflicted: Option<&'static str>,
-    /// A protocol the Gateway API defines and Shardgate will serve, but not
-    /// yet (HTTPS, TLS, TCP, UDP): accepted, routes attach, not programmed.
-    pending: Option<String>,
-    attached: u32,
-    /// (scope, precedence, rule) of every attached route match.
-    rules: Vec<(HostnameScope, Precedence, Rule)>,
-}
-
-impl ListenerState {
-    fn usable(&self) -> bool {
-        self.invalid.is_none()
-            && self.conflicted.is_none()
-            && self.pending.is_none()
-            && self.protocol.is_some()
-    }
 }
 
 /// Translates the store.
@@ -305,324 +279,6 @@ fn gateway_addresses_of(gw: &Gateway, opts: &Options) -> Result<Vec<IpAddr>, Str
             IpAddr::from_str(value).map_err(|_| format!("address {value:?} is not an IP address"))
         })
         .collect()
-}
-
-fn listener_state(gateway: usize, l: &GatewayListeners, addresses: Vec<IpAddr>) -> ListenerState {
-    let mut state = ListenerState {
-        gateway,
-        name: l.name.clone(),
-        addresses,
-        port: 0,
-        protocol: None,
-        hostname: None,
-        kinds: Vec::new(),
-        spec: l.clone(),
-        conditions_extra: Vec::new(),
-        invalid: None,
-        conflicted: None,
-        pending: None,
-        attached: 0,
-        rules: Vec::new(),
-    };
-    match u16::try_from(l.port) {
-        Ok(p) if p > 0 => state.port = p,
-        _ => {
-            state.invalid = Some((
-                "PortUnavailable",
-                format!("port {} is out of range", l.port),
-            ))
-        }
-    }
-    match l.protocol.as_str() {
-        "HTTP" => {
-            state.protocol = Some(ListenerProtocol::Http);
-            state.kinds = vec!["HTTPRoute"];
-        }
-        p @ ("HTTPS" | "TLS" | "TCP" | "UDP") => {
-            state.kinds = match p {
-                "HTTPS" => vec!["HTTPRoute"],
-                "TLS" => vec!["TLSRoute"],
-                "TCP" => vec!["TCPRoute"],
-                _ => vec!["UDPRoute"],
-            };
-            state.pending = Some(format!("{p} listeners are not served yet"));
-        }
-        other => {
-            state.invalid = Some((
-                "UnsupportedProtocol",
-                format!("protocol {other} is not supported yet"),
-            ));
-        }
-    }
-    if let Some(h) = &l.hostname {
-        match Hostname::try_from(h.as_str()) {
-            Ok(h) => state.hostname = Some(h),
-            Err(e) => state.invalid = Some(("UnsupportedValue", e.to_string())),
-        }
-    }
-    // allowedRoutes.kinds narrows the supported kinds; unknown ones are an error.
-    if let Some(kinds) = l.allowed_routes.as_ref().and_then(|a| a.kinds.as_ref()) {
-        let mut allowed = Vec::new();
-        let mut bad = Vec::new();
-        for k in kinds {
-            let group = k.group.as_deref().unwrap_or(GATEWAY_GROUP);
-            match state
-                .kinds
-                .iter()
-                .find(|s| **s == k.kind && group == GATEWAY_GROUP)
-            {
-                Some(s) => allowed.push(*s),
-                None => bad.push(k.kind.clone()),
-            }
-        }
-        if !bad.is_empty() {
-            state.conditions_extra.push(Condition::new(
-                "ResolvedRefs",
-                false,
-                "InvalidRouteKinds",
-                format!("unsupported route kinds: {}", bad.join(", ")),
-            ));
-        }
-        state.kinds = allowed;
-    }
-    state
-}
-
-/// Resolves a terminating listener's certificateRefs (HTTPS, or TLS in
-/// Terminate mode): core-group Secrets, in the Gateway's namespace or one
-/// whose ReferenceGrant allows it, holding a PEM certificate chain and key.
-/// Returns the failing ResolvedRefs condition, if any.
-fn certificate_refs(l: &GatewayListeners, gw_ns: &str, store: &Store) -> Option<Condition> {
-    let terminates = match l.protocol.as_str() {
-        "HTTPS" => true,
-        "TLS" => l
-            .tls
-            .as_ref()
-            .and_then(|t| t.mode.as_ref())
-            .is_none_or(|m| matches!(m, GatewayListenersTlsMode::Terminate)),
-        _ => false,
-    };
-    if !terminates {
-        return None;
-    }
-    let invalid = |msg: String| {
-        Some(Condition::new(
-            "ResolvedRefs",
-            false,
-            "InvalidCertificateRef",
-            msg,
-        ))
-    };
-    let refs = l
-        .tls
-        .as_ref()
-        .and_then(|t| t.certificate_refs.as_deref())
-        .unwrap_or(&[]);
-    if refs.is_empty() {
-        return invalid("a terminating listener needs certificateRefs".to_owned());
-    }
-    for r in refs {
-        let group = r.group.as_deref().unwrap_or("");
-        let kind = r.kind.as_deref().unwrap_or("Secret");
-        if !group.is_empty() || kind != "Secret" {
-            return invalid(format!("certificateRef {group}/{kind} is not a Secret"));
-        }
-        let ns = r.namespace.as_deref().unwrap_or(gw_ns);
-        if ns != gw_ns && !store.granted("Gateway", gw_ns, "Secret", ns, &r.name) {
-            return Some(Condition::new(
-                "ResolvedRefs",
-                false,
-                "RefNotPermitted",
-                format!(
-                    "no ReferenceGrant in {ns} allows Gateways from {gw_ns} to use Secret {}",
-                    r.name
-                ),
-            ));
-        }
-        let Some(secret) = store.secrets.get(&(ns.to_owned(), r.name.clone())) else {
-            return invalid(format!("Secret {ns}/{} not found", r.name));
-        };
-        if let Err(e) = check_tls_secret(secret) {
-            return invalid(format!("Secret {ns}/{}: {e}", r.name));
-        }
-    }
-    None
-}
-
-/// A kubernetes.io/tls Secret with a PEM chain in `tls.crt` and a PEM key
-/// (PKCS#8, PKCS#1 or SEC1) in `tls.key`.
-fn check_tls_secret(secret: &k8s_openapi::api::core::v1::Secret) -> Result<(), String> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let field = |key: &str| -> Option<Vec<u8>> {
-        secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .map(|b| b.0.clone())
-            .or_else(|| {
-                secret
-                    .string_data
-                    .as_ref()
-                    .and_then(|d| d.get(key))
-                    .map(|s| s.as_bytes().to_vec())
-            })
-    };
-    let crt = field("tls.crt").ok_or("no tls.crt")?;
-    let key = field("tls.key").ok_or("no tls.key")?;
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&crt)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("tls.crt is not PEM: {e}"))?;
-    if certs.is_empty() {
-        return Err("tls.crt holds no certificate".into());
-    }
-    PrivateKeyDer::from_pem_slice(&key)
-        .map_err(|e| format!("tls.key is not a PEM private key: {e}"))?;
-    Ok(())
-}
-
-/// Listeners that share an address and port must agree on protocol and have
-/// distinct hostnames (Gateway API: Conflicted, ProtocolConflict /
-/// HostnameConflict). Conflicted listeners are not programmed.
-fn mark_conflicts(listeners: &mut [ListenerState]) {
-    let n = listeners.len();
-    for i in 0..n {
-        for j in 0..n {
-            if i == j || listeners[i].invalid.is_some() || listeners[j].invalid.is_some() {
-                continue;
-            }
-            let (a, b) = (&listeners[i], &listeners[j]);
-            let shared = a.port == b.port && a.addresses.iter().any(|x| b.addresses.contains(x));
-            if !shared {
-                continue;
-            }
-            if a.protocol != b.protocol {
-                listeners[i].conflicted = Some("ProtocolConflict");
-            } else if a.hostname == b.hostname && listeners[i].conflicted.is_none() {
-                listeners[i].conflicted = Some("HostnameConflict");
-            }
-        }
-    }
-}
-
-fn listener_status(l: &ListenerState) -> ListenerStatus {
-    let mut conditions = Vec::new();
-    match &l.invalid {
-        Some((reason, msg)) => {
-            conditions.push(Condition::new("Accepted", false, reason, msg.clone()));
-            conditions.push(Condition::new("Programmed", false, "Invalid", msg.clone()));
-        }
-        None => {
-            conditions.push(Condition::new("Accepted", true, "Accepted", "accepted"));
-            if l.conflicted.is_some() {
-                conditions.push(Condition::new(
-                    "Programmed",
-                    false,
-                    "Invalid",
-                    "listener conflicts",
-                ));
-            } else if let Some(why) = &l.pending {
-                conditions.push(Condition::new("Programmed", false, "Pending", why.clone()));
-            } else {
-                conditions.push(Condition::new(
-                    "Programmed",
-                    true,
-                    "Programmed",
-                    "programmed",
-                ));
-            }
-        }
-    }
-    let resolved = l
-        .conditions_extra
-        .iter()
-        .find(|c| c.kind == "ResolvedRefs")
-        .cloned();
-    conditions.push(
-        resolved
-            .unwrap_or_else(|| Condition::new("ResolvedRefs", true, "ResolvedRefs", "resolved")),
-    );
-    conditions.push(match l.conflicted {
-        Some(reason) => Condition::new(
-            "Conflicted",
-            true,
-            reason,
-            "another listener uses this port",
-        ),
-        None => Condition::new("Conflicted", false, "NoConflicts", "no conflicts"),
-    });
-    ListenerStatus {
-        name: l.name.clone(),
-        supported_kinds: l.kinds.clone(),
-        attached_routes: l.attached,
-        conditions,
-    }
-}
-
-/// Builds the snapshot listener: rules grouped by hostname scope, each scope
-/// falling through to the broader scopes that also match its hosts, so the
-/// first matching rule in the spec's precedence order wins.
-fn listener_snapshot(ns: &str, gw: &str, l: &ListenerState, address: IpAddr) -> Listener {
-    let mut scopes: BTreeMap<HostnameScope, Vec<(Precedence, Rule)>> = BTreeMap::new();
-    for (scope, prec, rule) in &l.rules {
-        scopes
-            .entry(scope.clone())
-            .or_default()
-            .push((prec.clone(), rule.clone()));
-    }
-    for rules in scopes.values_mut() {
-        rules.sort_by(|a, b| a.0.cmp(&b.0));
-    }
-    let mut ordered: Vec<&HostnameScope> = scopes.keys().collect();
-    ordered.sort_by(|a, b| scope_order(a, b));
-    let virtual_hosts = ordered
-        .iter()
-        .map(|scope| {
-            let rules = ordered
-                .iter()
-                .filter(|broader| covers(broader, scope))
-                .flat_map(|broader| scopes[*broader].iter().map(|(_, r)| r.clone()))
-                .collect();
-            VirtualHost {
-                host: match scope {
-                    HostnameScope::Name(h) if h.is_wildcard() => HostMatch::Wildcard(h.clone()),
-                    HostnameScope::Name(h) => HostMatch::Exact(h.clone()),
-                    HostnameScope::Any => HostMatch::Any,
-                },
-                rules,
-            }
-        })
-        .collect();
-    Listener {
-        gateway: ObjectRef {
-            namespace: ns.to_owned(),
-            name: gw.to_owned(),
-        },
-        name: l.name.clone(),
-        address,
-        port: l.port,
-        protocol: l.protocol.unwrap_or(ListenerProtocol::Http),
-        hostname: l.hostname.clone(),
-        virtual_hosts,
-    }
-}
-
-/// Whether every host matched by `inner` is also matched by `outer`.
-fn covers(outer: &HostnameScope, inner: &HostnameScope) -> bool {
-    match (outer, inner) {
-        (HostnameScope::Any, _) => true,
-        (_, HostnameScope::Any) => false,
-        (HostnameScope::Name(o), HostnameScope::Name(i)) => {
-            o == i
-                || (o.is_wildcard()
-                    && match i.wildcard_suffix() {
-                        Some(s) => o
-                            .wildcard_suffix()
-                            .is_some_and(|os| s.len() > os.len() && s.ends_with(os)),
-                        None => o.matches(i.as_str()),
-                    })
-        }
-    }
 }
 
 /// Why a parentRef did not attach, in the spec's reasons.

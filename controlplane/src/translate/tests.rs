@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::provider::file::parse_documents;
-use shardgate_core::BackendTarget;
+use shardgate_core::{BackendTarget, HostMatch};
 use std::path::Path;
 
 fn store(yaml: &str) -> Store {
