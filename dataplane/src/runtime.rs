@@ -135,7 +135,6 @@ fn run_worker(id: usize, cfg: Arc<WorkerConfig>, shared: Arc<Shared>) {
     if let Err(e) = result {
         tracing::error!(worker = id, error = %e, "worker could not start its runtime");
     }
-    status.stopped.store(true, Ordering::Release);
 }
 
 fn run_epoll(id: usize, cfg: &Arc<WorkerConfig>, shared: &Arc<Shared>) -> std::io::Result<()> {

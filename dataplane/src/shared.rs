@@ -31,8 +31,6 @@ pub struct WorkerStatus {
     pub backends: AtomicU64,
     /// Endpoints in the snapshot in force.
     pub endpoints: AtomicU64,
-    /// The worker has stopped.
-    pub stopped: AtomicBool,
     /// Counters and histograms, written by this worker only.
     pub metrics: WorkerMetrics,
     /// Request series by labels, registered when snapshots are applied

@@ -139,8 +139,6 @@ pub(crate) struct Worker {
     pub(crate) cfg: Arc<WorkerConfig>,
     shared: Arc<Shared>,
     active: RefCell<Option<Rc<Active>>>,
-    /// Bumped on every swap, so connections can cache per-table lookups.
-    pub(crate) table_epoch: Cell<u64>,
     listeners: RefCell<HashMap<BindKey, Stop>>,
     failed_binds: RefCell<Vec<BindKey>>,
     pub(crate) pool: Pool,
@@ -231,7 +229,6 @@ pub(crate) async fn run(id: usize, cfg: Arc<WorkerConfig>, shared: Arc<Shared>) 
         cfg,
         shared,
         active: RefCell::new(None),
-        table_epoch: Cell::new(0),
         listeners: RefCell::new(HashMap::new()),
         failed_binds: RefCell::new(Vec::new()),
         rng: Cell::new(seed | 1),
@@ -354,7 +351,6 @@ fn apply(worker: &Rc<Worker>, generation: u64, published: u64, bytes: &[u8]) {
     sync_listeners(worker, &table);
     let series = SeriesIndex::build(worker.status(), &table);
     *worker.active.borrow_mut() = Some(Rc::new(Active { table, series }));
-    worker.table_epoch.set(worker.table_epoch.get() + 1);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);

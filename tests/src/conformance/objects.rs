@@ -49,6 +49,15 @@ pub fn str_at<'a>(doc: &'a Value, path: &[&str]) -> &'a str {
 }
 
 /// The object under `key` of `doc`, created (or replacing a non-object) when missing.
+/// A ready endpoint of an EndpointSlice, as Kubernetes writes it for `pod`.
+pub fn endpoint(pod: &PodPlan) -> Value {
+    json!({
+        "addresses": [pod.ip.to_string()],
+        "conditions": { "ready": true, "serving": true, "terminating": false },
+        "targetRef": { "kind": "Pod", "name": pod.name, "namespace": pod.namespace },
+    })
+}
+
 fn object_mut<'a>(doc: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
     if !doc.is_object() {
         *doc = Value::Object(Map::new());
@@ -263,16 +272,7 @@ impl Store {
             if pods.is_empty() || ports.is_empty() {
                 continue;
             }
-            let endpoints: Vec<Value> = pods
-                .iter()
-                .map(|p| {
-                    json!({
-                        "addresses": [p.ip.to_string()],
-                        "conditions": { "ready": true, "serving": true, "terminating": false },
-                        "targetRef": { "kind": "Pod", "name": p.name, "namespace": p.namespace },
-                    })
-                })
-                .collect();
+            let endpoints: Vec<Value> = pods.iter().map(|p| endpoint(p)).collect();
             slices.push(json!({
                 "apiVersion": "discovery.k8s.io/v1",
                 "kind": "EndpointSlice",

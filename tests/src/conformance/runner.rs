@@ -9,7 +9,9 @@
 //! `other_checks`.
 
 use super::cases::{Cases, Helper, HttpCase, StatusEntry};
-use super::objects::{object_key, parse_stream, str_at, Store, CLASS_NAME, CONTROLLER_NAME};
+use super::objects::{
+    endpoint, object_key, parse_stream, str_at, Store, CLASS_NAME, CONTROLLER_NAME,
+};
 use super::status::{check, StatusView};
 use super::{extra, traffic};
 use crate::{Driver, Echo, Gateway, GatewayOptions};
@@ -492,13 +494,7 @@ fn fill_endpoint_template(inst: &mut Instance, dir: &Path) -> Result<(), String>
         .pods()
         .iter()
         .filter(|p| p.deployment == "infra-backend-v1")
-        .map(|p| {
-            json!({
-                "addresses": [p.ip.to_string()],
-                "conditions": { "ready": true, "serving": true, "terminating": false },
-                "targetRef": { "kind": "Pod", "name": p.name, "namespace": p.namespace },
-            })
-        })
+        .map(endpoint)
         .collect();
     for mut doc in docs {
         if str_at(&doc, &["addressType"]) != "IPv4" {
