@@ -254,8 +254,12 @@ impl StatusBook {
                     })
                 })
                 .collect();
+            let version = match r.kind {
+                "TCPRoute" | "UDPRoute" => "v1alpha2",
+                _ => "v1",
+            };
             out.push(json!({
-                "apiVersion": "gateway.networking.k8s.io/v1",
+                "apiVersion": format!("gateway.networking.k8s.io/{version}"),
                 "kind": r.kind,
                 "metadata": { "namespace": r.namespace, "name": r.name, "generation": r.generation },
                 "status": { "parents": parents },

@@ -6,9 +6,12 @@
 //! objects in a stable order and equal stores give equal snapshots.
 
 use gateway_api::experimental::httproutes::HttpRoute;
+use gateway_api::experimental::tcproutes::TcpRoute;
+use gateway_api::experimental::udproutes::UdpRoute;
 use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
 use gateway_api::referencegrants::ReferenceGrant;
+use gateway_api::tlsroutes::TlsRoute;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::collections::BTreeMap;
@@ -26,6 +29,12 @@ pub enum Object {
     Gateway(Gateway),
     /// gateway.networking.k8s.io HTTPRoute.
     HttpRoute(HttpRoute),
+    /// gateway.networking.k8s.io TLSRoute.
+    TlsRoute(TlsRoute),
+    /// gateway.networking.k8s.io TCPRoute.
+    TcpRoute(TcpRoute),
+    /// gateway.networking.k8s.io UDPRoute.
+    UdpRoute(UdpRoute),
     /// gateway.networking.k8s.io ReferenceGrant.
     ReferenceGrant(ReferenceGrant),
     /// v1 Namespace.
@@ -39,10 +48,13 @@ pub enum Object {
 }
 
 /// The kinds the store holds, by their Kubernetes `kind`.
-pub const KINDS: [&str; 8] = [
+pub const KINDS: [&str; 11] = [
     "GatewayClass",
     "Gateway",
     "HTTPRoute",
+    "TLSRoute",
+    "TCPRoute",
+    "UDPRoute",
     "ReferenceGrant",
     "Namespace",
     "Service",
@@ -59,6 +71,12 @@ pub struct Store {
     pub gateways: BTreeMap<Key, Gateway>,
     /// HTTPRoutes.
     pub http_routes: BTreeMap<Key, HttpRoute>,
+    /// TLSRoutes.
+    pub tls_routes: BTreeMap<Key, TlsRoute>,
+    /// TCPRoutes.
+    pub tcp_routes: BTreeMap<Key, TcpRoute>,
+    /// UDPRoutes.
+    pub udp_routes: BTreeMap<Key, UdpRoute>,
     /// ReferenceGrants.
     pub reference_grants: BTreeMap<Key, ReferenceGrant>,
     /// Namespaces by name.
@@ -94,6 +112,15 @@ impl Store {
             }
             Object::HttpRoute(o) => {
                 self.http_routes.insert(key(&o.metadata), o);
+            }
+            Object::TlsRoute(o) => {
+                self.tls_routes.insert(key(&o.metadata), o);
+            }
+            Object::TcpRoute(o) => {
+                self.tcp_routes.insert(key(&o.metadata), o);
+            }
+            Object::UdpRoute(o) => {
+                self.udp_routes.insert(key(&o.metadata), o);
             }
             Object::ReferenceGrant(o) => {
                 self.reference_grants.insert(key(&o.metadata), o);
@@ -159,16 +186,19 @@ impl Store {
     }
 
     /// Number of objects held, by kind, for logs and metrics.
-    pub fn counts(&self) -> [(&'static str, usize); 8] {
+    pub fn counts(&self) -> [(&'static str, usize); 11] {
         [
             (KINDS[0], self.gateway_classes.len()),
             (KINDS[1], self.gateways.len()),
             (KINDS[2], self.http_routes.len()),
-            (KINDS[3], self.reference_grants.len()),
-            (KINDS[4], self.namespaces.len()),
-            (KINDS[5], self.services.len()),
-            (KINDS[6], self.endpoint_slices.len()),
-            (KINDS[7], self.secrets.len()),
+            (KINDS[3], self.tls_routes.len()),
+            (KINDS[4], self.tcp_routes.len()),
+            (KINDS[5], self.udp_routes.len()),
+            (KINDS[6], self.reference_grants.len()),
+            (KINDS[7], self.namespaces.len()),
+            (KINDS[8], self.services.len()),
+            (KINDS[9], self.endpoint_slices.len()),
+            (KINDS[10], self.secrets.len()),
         ]
     }
 }

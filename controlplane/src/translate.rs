@@ -13,6 +13,7 @@
 
 mod backends;
 mod filters;
+mod l4;
 mod listeners;
 #[cfg(test)]
 mod tests;
@@ -30,14 +31,15 @@ use gateway_api::experimental::httproutes::{
 use gateway_api::gateways::{
     Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use listeners::{
-    certificate_refs, listener_snapshot, listener_state, listener_status, mark_conflicts,
+    listener_snapshot, listener_state, listener_status, mark_conflicts, resolve_certificates,
     ListenerState,
 };
 use shardgate_core::route::{intersect_hostnames, Precedence};
 use shardgate_core::{
-    Filters, HeaderMatch, Hostname, MatchKind, ObjectRef, PathMatch, QueryMatch, Retry, RouteMatch,
-    RouteRef, Rule, Snapshot, Timeouts,
+    Filters, HeaderMatch, Hostname, ListenerProtocol, MatchKind, ObjectRef, PathMatch, QueryMatch,
+    Retry, RouteMatch, RouteRef, Rule, Snapshot, Timeouts,
 };
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -136,9 +138,7 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
         let bind = addresses.clone().unwrap_or_default();
         for l in &gw.spec.listeners {
             let mut state = listener_state(gi, l, bind.clone());
-            if let Some(c) = certificate_refs(l, &gw_key.0, store) {
-                state.conditions_extra.push(c);
-            }
+            resolve_certificates(&mut state, &gw_key.0, store);
             listeners.push(state);
         }
         gateway_addresses.push(addresses);
@@ -160,9 +160,33 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
             status.routes.push(s);
         }
     }
+    for route in l4::routes(store) {
+        let mut resolved = resolved_condition();
+        let rules = l4::compile(&route, &mut resolver, &mut resolved);
+        let attached = attach_route(
+            &route.spec,
+            Ok(rules),
+            resolved,
+            &gateways,
+            &mut listeners,
+            store,
+        );
+        status.routes.extend(attached);
+    }
+    // A TCP or UDP listener forwards to one route, the oldest; only that
+    // one counts as attached (conformance: TCPRouteMultipleRoutesAttachment).
+    for l in &mut listeners {
+        if matches!(
+            l.protocol,
+            Some(ListenerProtocol::Tcp | ListenerProtocol::Udp)
+        ) {
+            l.attached = l.attached.min(1);
+        }
+    }
 
     // Gateway status and the snapshot.
     let mut snapshot = Snapshot::default();
+    let mut certificates = Vec::new();
     for (gi, ((ns, name), gw)) in gateways.iter().enumerate() {
         let mut gs = GatewayStatus {
             namespace: ns.clone(),
@@ -252,15 +276,20 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
             gs.listeners.push(listener_status(l));
             if serving && l.usable() {
                 for address in l.addresses.clone() {
-                    snapshot
-                        .listeners
-                        .push(listener_snapshot(ns, name, l, address));
+                    snapshot.listeners.push(listener_snapshot(
+                        ns,
+                        name,
+                        l,
+                        address,
+                        &mut certificates,
+                    ));
                 }
             }
         }
         status.gateways.push(gs);
     }
     snapshot.backends = resolver.into_backends();
+    snapshot.certificates = certificates;
     Translation { snapshot, status }
 }
 
@@ -289,6 +318,35 @@ enum NotAttached {
     NoMatchingListenerHostname,
 }
 
+/// A parentRef, whatever the route kind.
+struct ParentSpec {
+    group: Option<String>,
+    kind: Option<String>,
+    namespace: Option<String>,
+    name: String,
+    section_name: Option<String>,
+    port: Option<i32>,
+}
+
+/// What attachment needs to know of a route of any kind.
+struct RouteSpec<'s> {
+    kind: &'static str,
+    ns: &'s str,
+    name: &'s str,
+    meta: &'s ObjectMeta,
+    hostnames: Vec<Hostname>,
+    parent_refs: Vec<ParentSpec>,
+}
+
+fn resolved_condition() -> Condition {
+    Condition::new(
+        "ResolvedRefs",
+        true,
+        "ResolvedRefs",
+        "all references resolved",
+    )
+}
+
 #[allow(clippy::too_many_arguments)]
 fn attach_http_route(
     ns: &str,
@@ -299,27 +357,35 @@ fn attach_http_route(
     store: &Store,
     resolver: &mut BackendResolver<'_>,
 ) -> Option<RouteStatus> {
-    let parent_refs = route.spec.parent_refs.clone().unwrap_or_default();
-    let created = route
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map_or(0, |t| t.0.as_second());
-    let hostnames: Vec<Hostname> = route
-        .spec
-        .hostnames
-        .iter()
-        .flatten()
-        .filter_map(|h| Hostname::try_from(h.as_str()).ok())
-        .collect();
-
+    let spec = RouteSpec {
+        kind: "HTTPRoute",
+        ns,
+        name,
+        meta: &route.metadata,
+        hostnames: route
+            .spec
+            .hostnames
+            .iter()
+            .flatten()
+            .filter_map(|h| Hostname::try_from(h.as_str()).ok())
+            .collect(),
+        parent_refs: route
+            .spec
+            .parent_refs
+            .iter()
+            .flatten()
+            .map(|p| ParentSpec {
+                group: p.group.clone(),
+                kind: p.kind.clone(),
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+                section_name: p.section_name.clone(),
+                port: p.port,
+            })
+            .collect(),
+    };
     // Rules are compiled once; they do not depend on the parent.
-    let mut resolved_refs = Condition::new(
-        "ResolvedRefs",
-        true,
-        "ResolvedRefs",
-        "all references resolved",
-    );
+    let mut resolved_refs = resolved_condition();
     let compiled: Result<Vec<(u32, u32, Rule)>, String> = route
         .spec
         .rules
@@ -329,9 +395,27 @@ fn attach_http_route(
         .map(|(ri, rule)| compile_rule(ns, name, ri as u32, rule, resolver, &mut resolved_refs))
         .collect::<Result<Vec<_>, _>>()
         .map(|v| v.into_iter().flatten().collect());
+    attach_route(&spec, compiled, resolved_refs, gateways, listeners, store)
+}
 
+/// Attaches a route's compiled rules to the listeners its parentRefs select
+/// and allow, and says so per parent.
+fn attach_route(
+    route: &RouteSpec<'_>,
+    compiled: Result<Vec<(u32, u32, Rule)>, String>,
+    resolved_refs: Condition,
+    gateways: &[(&Key, &Gateway)],
+    listeners: &mut [ListenerState],
+    store: &Store,
+) -> Option<RouteStatus> {
+    let (ns, name) = (route.ns, route.name);
+    let created = route
+        .meta
+        .creation_timestamp
+        .as_ref()
+        .map_or(0, |t| t.0.as_second());
     let mut parents = Vec::new();
-    for pr in &parent_refs {
+    for pr in &route.parent_refs {
         let group = pr.group.as_deref().unwrap_or(GATEWAY_GROUP);
         let kind = pr.kind.as_deref().unwrap_or("Gateway");
         if group != GATEWAY_GROUP || kind != "Gateway" {
@@ -373,11 +457,11 @@ fn attach_http_route(
             {
                 continue;
             }
-            if !l.kinds.contains(&"HTTPRoute") || !namespace_allowed(&l.spec, gw_ns, ns, store) {
+            if !l.kinds.contains(&route.kind) || !namespace_allowed(&l.spec, gw_ns, ns, store) {
                 why = why.max(NotAttached::NotAllowedByListeners);
                 continue;
             }
-            let scopes = intersect_hostnames(l.hostname.as_ref(), &hostnames);
+            let scopes = intersect_hostnames(l.hostname.as_ref(), &route.hostnames);
             if scopes.is_empty() {
                 why = why.max(NotAttached::NoMatchingListenerHostname);
                 continue;
@@ -422,10 +506,10 @@ fn attach_http_route(
         });
     }
     (!parents.is_empty()).then(|| RouteStatus {
-        kind: "HTTPRoute",
+        kind: route.kind,
         namespace: ns.to_owned(),
         name: name.to_owned(),
-        generation: route.metadata.generation.unwrap_or(1),
+        generation: route.meta.generation.unwrap_or(1),
         parents,
     })
 }

@@ -27,12 +27,13 @@ pub mod logging;
 pub mod route;
 pub mod shm;
 pub mod snapshot;
+pub mod tls;
 
 pub use route::{RouteDecision, RouteTable};
 pub use snapshot::codec::{decode, encode, InvalidSnapshot};
 pub use snapshot::{
-    AppProtocol, Backend, BackendTarget, Cors, Filters, HeaderMatch, HeaderModifier, HostMatch,
-    Hostname, InvalidHostname, Listener, ListenerProtocol, MatchKind, Mirror, ObjectRef, PathMatch,
-    PathModifier, QueryMatch, Redirect, Retry, Rewrite, RouteMatch, RouteRef, Rule, Snapshot,
-    Timeouts, VirtualHost, WeightedBackend,
+    AppProtocol, Backend, BackendTarget, Certificate, Cors, Filters, HeaderMatch, HeaderModifier,
+    HostMatch, Hostname, InvalidHostname, KeyFormat, Listener, ListenerProtocol, MatchKind, Mirror,
+    ObjectRef, PathMatch, PathModifier, PrivateKey, QueryMatch, Redirect, Retry, Rewrite,
+    RouteMatch, RouteRef, Rule, Snapshot, Timeouts, Transport, VirtualHost, WeightedBackend,
 };

@@ -24,6 +24,50 @@ pub struct Snapshot {
     pub listeners: Vec<Listener>,
     /// Backends (a Service port with its endpoints) referenced by index from rules.
     pub backends: Vec<Backend>,
+    /// Certificates with their private keys, referenced by index from
+    /// terminating listeners. The segment that carries them is mode 0600.
+    pub certificates: Vec<Certificate>,
+}
+
+/// A certificate chain and its private key, from a kubernetes.io/tls Secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Certificate {
+    /// `namespace/name` of the Secret, for logs.
+    pub name: String,
+    /// DER certificates, leaf first.
+    pub chain: Vec<Vec<u8>>,
+    /// The private key.
+    pub key: PrivateKey,
+}
+
+impl fmt::Debug for Certificate {
+    /// Never prints key material.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Certificate")
+            .field("name", &self.name)
+            .field("chain", &self.chain.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A DER private key and its encoding.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrivateKey {
+    /// How `der` is encoded.
+    pub format: KeyFormat,
+    /// The key.
+    pub der: Vec<u8>,
+}
+
+/// Encodings of a private key (`tls.key` may hold any of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyFormat {
+    /// PKCS#8 (`BEGIN PRIVATE KEY`).
+    Pkcs8,
+    /// PKCS#1 RSA (`BEGIN RSA PRIVATE KEY`).
+    Pkcs1,
+    /// SEC1 EC (`BEGIN EC PRIVATE KEY`).
+    Sec1,
 }
 
 /// Namespace and name of a Kubernetes object.
@@ -46,6 +90,45 @@ impl fmt::Display for ObjectRef {
 pub enum ListenerProtocol {
     /// Plain HTTP/1.1.
     Http,
+    /// HTTP over TLS terminated here; SNI picks the listener.
+    Https,
+    /// TLS passed through untouched; the ClientHello's SNI picks the route.
+    TlsPassthrough,
+    /// TLS terminated here, the plaintext forwarded as a byte stream.
+    TlsTerminate,
+    /// A TCP byte stream.
+    Tcp,
+    /// UDP datagrams.
+    Udp,
+}
+
+/// The transport a listener's socket uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Transport {
+    /// A TCP listening socket.
+    Tcp,
+    /// A UDP socket.
+    Udp,
+}
+
+impl ListenerProtocol {
+    /// The socket type this protocol listens on.
+    pub fn transport(self) -> Transport {
+        match self {
+            Self::Udp => Transport::Udp,
+            _ => Transport::Tcp,
+        }
+    }
+
+    /// Whether TLS is terminated here (and the listener carries certificates).
+    pub fn terminates_tls(self) -> bool {
+        matches!(self, Self::Https | Self::TlsTerminate)
+    }
+
+    /// Whether requests are HTTP (as opposed to L4 streams or datagrams).
+    pub fn is_http(self) -> bool {
+        matches!(self, Self::Http | Self::Https)
+    }
 }
 
 /// One Gateway listener, bound to one address and port.
@@ -63,12 +146,17 @@ pub struct Listener {
     pub protocol: ListenerProtocol,
     /// The listener's hostname, if it restricts one.
     pub hostname: Option<Hostname>,
+    /// Indices into [`Snapshot::certificates`] for terminating listeners
+    /// (several when they hold different key types), empty otherwise.
+    pub certificates: Vec<u32>,
     /// Virtual hosts in the order the translator chose; the route table orders
     /// lookups itself (exact, then longest wildcard, then catch-all).
     pub virtual_hosts: Vec<VirtualHost>,
 }
 
-/// A set of rules that apply to one effective hostname of a listener.
+/// A set of rules that apply to one effective hostname of a listener. For
+/// L4 listeners the host is the TLS SNI (TLS) or [`HostMatch::Any`] (TCP,
+/// UDP), and the first rule's backends take every connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VirtualHost {
     /// Which request hosts this applies to.

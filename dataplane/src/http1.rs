@@ -18,20 +18,28 @@ use crate::access_log::{json_str, rfc3339_now};
 use crate::metrics::Rejection;
 use crate::proxy;
 use crate::respond::{write_local, Failure};
-use crate::transfer::{read_more, write_all};
+use crate::transfer::{read_more, write_all, Stream};
 use crate::worker::{Active, BindKey, SeriesRef, Worker};
 use monoio::net::TcpStream;
 use shardgate_core::http1::{parse_request, BodyKind, RequestHead, MAX_HEADERS};
 use shardgate_core::route::{modify_path, pick_weighted, CompiledRule, Request, RouteDecision};
-use shardgate_core::{BackendTarget, Cors, Redirect};
+use shardgate_core::{BackendTarget, Cors, Redirect, Transport};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+/// TLS facts of a downstream connection that routing needs.
+pub(crate) struct TlsSession {
+    /// The SNI the client sent, lower-case.
+    pub(crate) sni: Option<String>,
+}
+
 /// A downstream connection and its reusable buffers.
-pub(crate) struct Conn {
-    pub(crate) stream: TcpStream,
+pub(crate) struct Conn<S = TcpStream> {
+    pub(crate) stream: S,
+    /// Set when TLS was terminated for this connection.
+    pub(crate) tls: Option<TlsSession>,
     /// Bytes read and not yet consumed: the current head, then body or the
     /// next pipelined request.
     pub(crate) buf: Vec<u8>,
@@ -55,7 +63,7 @@ pub(crate) struct Conn {
     log_request: Vec<u8>,
 }
 
-impl Conn {
+impl<S> Conn<S> {
     pub(crate) fn received(&mut self, worker: &Worker, n: usize) {
         self.rx += n as u64;
         worker.metrics().bytes_received.add(n as u64);
@@ -95,11 +103,19 @@ enum HeadRead {
     Failed(Failure),
 }
 
-/// Serves one downstream connection to its end.
-pub(crate) async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr, key: BindKey) {
+/// Serves one downstream connection to its end (`tls` when the stream is
+/// TLS terminated here).
+pub(crate) async fn serve<S: Stream>(
+    worker: Rc<Worker>,
+    stream: S,
+    peer: SocketAddr,
+    key: BindKey,
+    tls: Option<TlsSession>,
+) {
     let _guard = worker.connection_opened();
     let mut conn = Conn {
         stream,
+        tls,
         buf: Vec::with_capacity(8 * 1024),
         out: Vec::with_capacity(1024),
         head: RequestHead::default(),
@@ -145,9 +161,9 @@ pub(crate) async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAdd
 }
 
 /// Counts a finished request and writes its access-log line.
-fn record(
+fn record<S: Stream>(
     worker: &Worker,
-    conn: &Conn,
+    conn: &Conn<S>,
     active: Option<&Active>,
     series: SeriesRef,
     outcome: &Outcome,
@@ -203,15 +219,15 @@ fn record(
 
 /// Reads until `conn.buf` starts with a complete request head. Returns
 /// when the head's first byte arrived (the request's start).
-async fn read_head(worker: &Worker, conn: &mut Conn) -> (HeadRead, Instant) {
+async fn read_head<S: Stream>(worker: &Worker, conn: &mut Conn<S>) -> (HeadRead, Instant) {
     let mut first_byte: Option<Instant> = None;
     let result = read_head_inner(worker, conn, &mut first_byte).await;
     (result, first_byte.unwrap_or_else(Instant::now))
 }
 
-async fn read_head_inner(
+async fn read_head_inner<S: Stream>(
     worker: &Worker,
-    conn: &mut Conn,
+    conn: &mut Conn<S>,
     first_byte: &mut Option<Instant>,
 ) -> HeadRead {
     loop {
@@ -262,7 +278,12 @@ async fn read_head_inner(
 }
 
 /// Writes a local response; the connection stays usable unless `close`.
-pub(crate) async fn answer_local(worker: &Worker, conn: &mut Conn, failure: Failure, close: bool) {
+pub(crate) async fn answer_local<S: Stream>(
+    worker: &Worker,
+    conn: &mut Conn<S>,
+    failure: Failure,
+    close: bool,
+) {
     if let Some(r) = rejection(failure) {
         worker.metrics().reject(r);
     }
@@ -301,9 +322,9 @@ enum Decision<'t> {
 }
 
 /// Handles the request whose head is at the start of `conn.buf`.
-async fn handle(
+async fn handle<S: Stream>(
     worker: &Rc<Worker>,
-    conn: &mut Conn,
+    conn: &mut Conn<S>,
     key: BindKey,
     active: Option<&Active>,
 ) -> (Outcome, SeriesRef) {
@@ -343,7 +364,7 @@ async fn handle(
 
 /// Copies method, authority and path out of the head (which the exchange
 /// consumes) as a JSON fragment for the access log.
-fn capture_for_log(conn: &mut Conn) {
+fn capture_for_log<S: Stream>(conn: &mut Conn<S>) {
     let Conn {
         buf,
         head,
@@ -360,7 +381,7 @@ fn capture_for_log(conn: &mut Conn) {
 
 /// Answers a CORS preflight with the headers in `conn.cors_response` (none
 /// when the origin is not allowed, which the browser reads as a refusal).
-async fn preflight(worker: &Worker, conn: &mut Conn) -> Outcome {
+async fn preflight<S: Stream>(worker: &Worker, conn: &mut Conn<S>) -> Outcome {
     let has_body = !matches!(conn.head.body, Some(BodyKind::Empty));
     let keep = conn.head.keep_alive && !has_body && !worker.draining();
     let head_len = conn.head.len;
@@ -384,7 +405,7 @@ async fn preflight(worker: &Worker, conn: &mut Conn) -> Outcome {
 
 /// Answers with a redirect to `conn.location`. Like other local answers, an
 /// unread request body closes the connection afterwards.
-async fn redirect(worker: &Worker, conn: &mut Conn, status: u16) -> Outcome {
+async fn redirect<S: Stream>(worker: &Worker, conn: &mut Conn<S>, status: u16) -> Outcome {
     let has_body = !matches!(conn.head.body, Some(BodyKind::Empty));
     let keep = conn.head.keep_alive && !has_body && !worker.draining();
     let head_len = conn.head.len;
@@ -402,7 +423,11 @@ async fn redirect(worker: &Worker, conn: &mut Conn, status: u16) -> Outcome {
 
 /// Answers locally. The request's body, if any, is not read: the connection
 /// closes after the answer so no unread body is mistaken for a request.
-async fn local_and_skip(worker: &Worker, conn: &mut Conn, failure: Failure) -> Outcome {
+async fn local_and_skip<S: Stream>(
+    worker: &Worker,
+    conn: &mut Conn<S>,
+    failure: Failure,
+) -> Outcome {
     let has_body = !matches!(conn.head.body, Some(BodyKind::Empty));
     let keep = conn.head.keep_alive && !has_body && !worker.draining();
     let head_len = conn.head.len;
@@ -413,9 +438,9 @@ async fn local_and_skip(worker: &Worker, conn: &mut Conn, failure: Failure) -> O
     Outcome::local(keep, failure.status())
 }
 
-fn decide<'t>(
+fn decide<'t, S: Stream>(
     worker: &Worker,
-    conn: &mut Conn,
+    conn: &mut Conn<S>,
     table: &'t shardgate_core::RouteTable,
     key: BindKey,
 ) -> (Decision<'t>, SeriesRef) {
@@ -444,8 +469,17 @@ fn decide<'t>(
         Some((p, q)) => (p, Some(q)),
         None => (path_and_query, None),
     };
-    let Some(bind) = table.bind_index(key.0, key.1) else {
+    let Some(bind) = table.bind_index(Transport::Tcp, key.1, key.2) else {
         return (Decision::Local(Failure::NoRoute), unmatched);
+    };
+    // On TLS the SNI chose the listener (and certificate); the request must
+    // stay within it.
+    let pinned = match &conn.tls {
+        None => None,
+        Some(tls) => match table.bind(bind).and_then(|b| b.select(tls.sni.as_deref())) {
+            Some(l) => Some(l.id),
+            None => return (Decision::Local(Failure::Misdirected), unmatched),
+        },
     };
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let n = head.headers.len().min(MAX_HEADERS);
@@ -462,8 +496,14 @@ fn decide<'t>(
         query,
         headers: &slots[..n],
     };
-    let rule = match table.route(bind, &req) {
+    let rule = match table.route(bind, pinned, &req) {
         RouteDecision::NoListener => return (Decision::Local(Failure::NoRoute), unmatched),
+        RouteDecision::Misdirected(l) => {
+            return (
+                Decision::Local(Failure::Misdirected),
+                SeriesRef::NoRoute(l.id),
+            )
+        }
         RouteDecision::NoRoute(l) => {
             return (Decision::Local(Failure::NoRoute), SeriesRef::NoRoute(l.id))
         }
@@ -492,13 +532,17 @@ fn decide<'t>(
             }
         }
     }
+    let (scheme, default_port) = if conn.tls.is_some() {
+        ("https", 443)
+    } else {
+        ("http", 80)
+    };
     if let Some(r) = &rule.filters.redirect {
-        let (scheme, default_port) = ("http", 80);
         build_location(
             r,
             scheme,
             default_port,
-            key.1,
+            key.2,
             &conn.host,
             path,
             query,
@@ -521,9 +565,9 @@ fn decide<'t>(
         let prefix = rule.matched_prefix();
         build_location(
             r,
-            "http",
-            80,
-            key.1,
+            scheme,
+            default_port,
+            key.2,
             &conn.host,
             path,
             query,

@@ -9,16 +9,19 @@
 //!
 //! ```text
 //!  shm segment ─▶ worker::apply (decode, compile, bind) ─▶ Rc<RouteTable>
-//!  accept ─▶ http1::serve (parse, route) ─▶ proxy (pool ─▶ upstream) ─▶ response
+//!  accept ─▶ [tls: peek SNI, handshake] ─▶ http1::serve (parse, route) ─▶ proxy ─▶ response
+//!  accept ─▶ l4::serve (TCP, TLS passthrough / terminate) ─▶ splice
+//!  datagram ─▶ udp::serve (per-client session) ─▶ backend ─▶ replies
 //! ```
 //!
-//! It holds no Kubernetes credentials and never talks to the API. What it
-//! does not do yet: TLS, HTTP/2, L4 routes, filters (later issues).
+//! It holds no Kubernetes credentials and never talks to the API. HTTP/2
+//! arrives with its own issue.
 #![forbid(unsafe_code)]
 
 pub mod access_log;
 pub mod admin;
 mod http1;
+mod l4;
 mod listener;
 pub mod metrics;
 mod pool;
@@ -27,7 +30,9 @@ mod respond;
 pub mod runtime;
 pub mod shared;
 mod stop;
+mod tls;
 mod transfer;
+mod udp;
 mod worker;
 
 pub use runtime::{IoDriver, WorkerConfig};

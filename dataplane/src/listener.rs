@@ -2,10 +2,13 @@
 //! worker, so the kernel spreads connections across cores with no shared
 //! accept queue.
 
-use crate::http1;
+use crate::http1::{self, TlsSession};
+use crate::l4;
 use crate::stop::Stop;
+use crate::tls::{peek_sni, PeekError};
 use crate::worker::{BindKey, Worker};
-use monoio::net::TcpListener;
+use monoio::net::{TcpListener, TcpStream};
+use shardgate_core::{ListenerProtocol, Transport};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -15,7 +18,7 @@ const BACKLOG: i32 = 4096;
 
 /// Binds this worker's socket for `key`.
 pub(crate) fn bind(key: BindKey) -> std::io::Result<TcpListener> {
-    let addr = SocketAddr::new(key.0, key.1);
+    let addr = SocketAddr::new(key.1, key.2);
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
@@ -45,13 +48,70 @@ pub(crate) async fn accept_loop(
             Some(Ok((stream, peer))) => {
                 // Small writes (heads) must not wait for Nagle.
                 let _ = stream.set_nodelay(true);
-                monoio::spawn(http1::serve(Rc::clone(&worker), stream, peer, key));
+                let protocol = worker.active().and_then(|a| {
+                    let t = &a.table;
+                    let b = t.bind_index(Transport::Tcp, key.1, key.2)?;
+                    t.bind(b).map(|b| b.protocol)
+                });
+                let worker = Rc::clone(&worker);
+                match protocol {
+                    Some(ListenerProtocol::Http) | None => {
+                        monoio::spawn(http1::serve(worker, stream, peer, key, None));
+                    }
+                    Some(ListenerProtocol::Https) => {
+                        monoio::spawn(serve_https(worker, stream, peer, key));
+                    }
+                    Some(_) => {
+                        monoio::spawn(l4::serve(worker, stream, peer, key));
+                    }
+                }
             }
             Some(Err(e)) => {
                 // EMFILE/ENFILE and friends: back off briefly instead of spinning.
                 tracing::warn!(worker = worker.id, error = %e, "accept failed");
                 monoio::time::sleep(Duration::from_millis(10)).await;
             }
+        }
+    }
+}
+
+/// HTTPS: the SNI picks the listener and so its certificate; after the
+/// handshake the connection is served as HTTP/1.1, pinned to that listener.
+async fn serve_https(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr, key: BindKey) {
+    let sni = match peek_sni(&stream, worker.cfg.header_timeout).await {
+        Ok(sni) => sni,
+        Err(e) => {
+            if e != PeekError::Closed {
+                worker.metrics().tls_failures.inc();
+                tracing::debug!(%peer, error = ?e, "no TLS ClientHello");
+            }
+            return;
+        }
+    };
+    let config = worker.active().and_then(|a| {
+        let t = &a.table;
+        let bind = t.bind(t.bind_index(Transport::Tcp, key.1, key.2)?)?;
+        a.tls.get(bind.select(sni.as_deref())?.id as usize)?.clone()
+    });
+    let Some(config) = config else {
+        // No listener for this name (and no fallback): refuse the handshake
+        // rather than show another listener's certificate.
+        worker.metrics().tls_failures.inc();
+        tracing::debug!(%peer, sni = sni.as_deref().unwrap_or(""), "no TLS listener for this SNI");
+        return;
+    };
+    let acceptor = monoio_rustls::TlsAcceptor::from(config);
+    match monoio::time::timeout(worker.cfg.header_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => {
+            worker.metrics().tls_handshakes.inc();
+            http1::serve(worker, tls, peer, key, Some(TlsSession { sni })).await;
+        }
+        Ok(Err(e)) => {
+            worker.metrics().tls_failures.inc();
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+        }
+        Err(_) => {
+            worker.metrics().tls_failures.inc();
         }
     }
 }

@@ -51,6 +51,13 @@ struct Args {
     /// Seconds a drain (SIGTERM/SIGINT) waits for open connections.
     #[arg(long, default_value_t = 10)]
     drain_timeout_secs: u64,
+    /// Seconds a TCP/TLS stream may carry no byte either way before it is
+    /// closed.
+    #[arg(long, default_value_t = 3600)]
+    stream_idle_timeout_secs: u64,
+    /// Seconds a UDP client's session lives without a datagram either way.
+    #[arg(long, default_value_t = 60)]
+    udp_idle_timeout_secs: u64,
     /// Milliseconds between checks for a new snapshot.
     #[arg(long, default_value_t = 5)]
     poll_ms: u64,
@@ -127,9 +134,11 @@ fn run(args: Args) -> Result<(), String> {
         idle_timeout: Duration::from_secs(args.idle_timeout_secs),
         upstream_timeout: Duration::from_secs(args.upstream_timeout_secs),
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+        stream_idle_timeout: Duration::from_secs(args.stream_idle_timeout_secs),
+        udp_idle_timeout: Duration::from_secs(args.udp_idle_timeout_secs),
         ..WorkerConfig::default()
     });
-    let shared = Arc::new(Shared::new(workers));
+    let shared = Arc::new(Shared::new(workers).map_err(|e| format!("cannot set up TLS: {e}"))?);
     // Signals first, so a signal during start-up is not lost.
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,

@@ -220,7 +220,7 @@ pub struct WorkerMetrics {
     pub pool_misses: Counter,
     /// Requests answered locally, by [`Rejection`].
     pub rejected: [Counter; Rejection::ALL.len()],
-    /// TLS handshakes completed (TLS listeners arrive later).
+    /// TLS handshakes completed.
     pub tls_handshakes: Counter,
     /// TLS handshakes failed.
     pub tls_failures: Counter,

@@ -21,7 +21,7 @@
 use crate::http1::{answer_local, Conn, Outcome, CLIENT_CLOSED};
 use crate::pool::{ConnectError, Upstream};
 use crate::respond::{reason, Failure};
-use crate::transfer::{copy_body, read_more, write_all, CopyError, Framing};
+use crate::transfer::{copy_body, read_more, write_all, CopyError, Framing, Stream};
 use crate::worker::Worker;
 use monoio::io::AsyncWriteRentExt;
 use shardgate_core::http1::{
@@ -50,9 +50,9 @@ enum UpstreamError {
 
 /// Forwards the request at the start of `conn.buf` to `endpoint`. Returns
 /// whether the downstream connection may carry another request.
-pub(crate) async fn forward(
+pub(crate) async fn forward<S: Stream>(
     worker: &Rc<Worker>,
-    conn: &mut Conn,
+    conn: &mut Conn<S>,
     backend: u32,
     timeouts: Timeouts,
     filters: &RouteFilters<'_>,
@@ -72,6 +72,7 @@ pub(crate) async fn forward(
         &conn.buf,
         head,
         conn.peer,
+        conn.tls.is_some(),
         http10,
         filters,
         &mut conn.scratch,
@@ -356,9 +357,9 @@ async fn connect(worker: &Worker, endpoint: SocketAddr) -> Result<Upstream, Fail
 
 /// Answers `failure` downstream. If the request body was not consumed, the
 /// connection must close after the answer.
-async fn fail(
+async fn fail<S: Stream>(
     worker: &Worker,
-    conn: &mut Conn,
+    conn: &mut Conn<S>,
     request: Vec<u8>,
     failure: Failure,
     body_unread: bool,
@@ -525,10 +526,12 @@ fn write_field(out: &mut Vec<u8>, name: &str, value: &str) {
     out.extend_from_slice(b"\r\n");
 }
 
+#[allow(clippy::too_many_arguments)]
 fn write_request_head(
     buf: &[u8],
     head: &RequestHead,
     peer: SocketAddr,
+    https: bool,
     http10: bool,
     filters: &RouteFilters<'_>,
     scratch: &mut String,
@@ -584,7 +587,11 @@ fn write_request_head(
     if last_xff.is_none() {
         let _ = write!(out, "x-forwarded-for: {}\r\n", peer.ip());
     }
-    out.extend_from_slice(b"x-forwarded-proto: http\r\n");
+    out.extend_from_slice(if https {
+        b"x-forwarded-proto: https\r\n"
+    } else {
+        b"x-forwarded-proto: http\r\n"
+    });
     if head.body == Some(BodyKind::Chunked) {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
@@ -673,6 +680,7 @@ mod tests {
             raw,
             &head,
             "127.0.0.9:5555".parse().unwrap(),
+            false,
             false,
             &filters,
             &mut String::new(),

@@ -16,6 +16,9 @@ pub(crate) enum Failure {
     NotImplemented,
     /// Configuration: no listener or rule matches.
     NoRoute,
+    /// Downstream: on TLS, the host belongs to another listener than the
+    /// one the SNI selected.
+    Misdirected,
     /// Configuration: the chosen backendRef is invalid (status given).
     InvalidBackend(u16),
     /// Internal: no snapshot is in force yet.
@@ -42,6 +45,7 @@ impl Failure {
             Self::HeadTimeout => 408,
             Self::NotImplemented => 501,
             Self::NoRoute => 404,
+            Self::Misdirected => 421,
             Self::InvalidBackend(s) => s,
             Self::NotReady | Self::NoEndpoints | Self::ConnectFailed | Self::UpstreamReset => 503,
             Self::UpstreamTimeout => 504,

@@ -46,6 +46,11 @@ pub struct WorkerConfig {
     pub pool_max_idle: usize,
     /// How long a drain waits for open connections.
     pub drain_timeout: Duration,
+    /// TCP and TLS streams with no byte either way for this long are closed.
+    pub stream_idle_timeout: Duration,
+    /// A UDP client's session ends after this long without a datagram
+    /// either way.
+    pub udp_idle_timeout: Duration,
     /// Access-log writer, when enabled.
     pub access_log: Option<crate::access_log::Sink>,
 }
@@ -64,6 +69,8 @@ impl Default for WorkerConfig {
             upstream_timeout: Duration::from_secs(60),
             pool_max_idle: 128,
             drain_timeout: Duration::from_secs(10),
+            stream_idle_timeout: Duration::from_secs(3600),
+            udp_idle_timeout: Duration::from_secs(60),
             access_log: None,
         }
     }

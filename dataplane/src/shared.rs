@@ -64,15 +64,18 @@ pub struct Shared {
     pub workers: Vec<WorkerStatus>,
     /// Set once by the main thread on SIGTERM/SIGINT.
     pub draining: AtomicBool,
+    /// TLS session tickets and cache, shared so resumption works on any core.
+    pub(crate) tls: crate::tls::TlsShared,
 }
 
 impl Shared {
     /// State for `n` workers.
-    pub fn new(n: usize) -> Self {
-        Self {
+    pub fn new(n: usize) -> anyhow::Result<Self> {
+        Ok(Self {
             workers: (0..n).map(|_| WorkerStatus::default()).collect(),
             draining: AtomicBool::new(false),
-        }
+            tls: crate::tls::TlsShared::new()?,
+        })
     }
 
     /// Ready: every worker has a valid snapshot in force.

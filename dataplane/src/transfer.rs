@@ -3,11 +3,15 @@
 //! between two connections without ever holding a whole body.
 
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use shardgate_core::http1::{ChunkedDecoder, InvalidChunk};
 use std::io;
 use std::time::Duration;
+
+/// A byte stream: a TCP connection, or TLS over one.
+pub(crate) trait Stream: AsyncReadRent + AsyncWriteRent {}
+
+impl<S: AsyncReadRent + AsyncWriteRent> Stream for S {}
 
 /// Read size floor: always offer the kernel at least this much room.
 pub(crate) const READ_CHUNK: usize = 16 * 1024;
@@ -15,7 +19,7 @@ pub(crate) const READ_CHUNK: usize = 16 * 1024;
 /// Reads more bytes onto the end of `buf`; `Ok(0)` is end of stream. If the
 /// future is dropped mid-read, `buf` is left empty (the connection is being
 /// abandoned anyway).
-pub(crate) async fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+pub(crate) async fn read_more<S: AsyncReadRent>(s: &mut S, buf: &mut Vec<u8>) -> io::Result<usize> {
     if buf.capacity() - buf.len() < READ_CHUNK / 4 {
         buf.reserve(READ_CHUNK);
     }
@@ -27,7 +31,11 @@ pub(crate) async fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>) -> io::Resul
 }
 
 /// Writes `buf[..n]` and removes it from `buf`, keeping what follows.
-pub(crate) async fn write_prefix(s: &mut TcpStream, buf: &mut Vec<u8>, n: usize) -> io::Result<()> {
+pub(crate) async fn write_prefix<S: AsyncWriteRent>(
+    s: &mut S,
+    buf: &mut Vec<u8>,
+    n: usize,
+) -> io::Result<()> {
     let b = std::mem::take(buf);
     let (result, slice) = s.write_all(b.slice(..n)).await;
     *buf = slice.into_inner();
@@ -37,7 +45,7 @@ pub(crate) async fn write_prefix(s: &mut TcpStream, buf: &mut Vec<u8>, n: usize)
 }
 
 /// Writes all of `buf`, keeping the buffer (cleared) for reuse.
-pub(crate) async fn write_all(s: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<()> {
+pub(crate) async fn write_all<S: AsyncWriteRent>(s: &mut S, buf: &mut Vec<u8>) -> io::Result<()> {
     let b = std::mem::take(buf);
     let (result, mut b) = s.write_all(b).await;
     b.clear();
@@ -80,10 +88,10 @@ pub(crate) struct Moved {
 /// Streams a body from `src` to `dst`. `buf` holds bytes already read from
 /// `src`; on success, bytes past the body's end stay in it (a pipelined next
 /// message).
-pub(crate) async fn copy_body(
-    src: &mut TcpStream,
+pub(crate) async fn copy_body<R: AsyncReadRent, W: AsyncWriteRent>(
+    src: &mut R,
     buf: &mut Vec<u8>,
-    dst: &mut TcpStream,
+    dst: &mut W,
     mut framing: Framing,
     read_timeout: Duration,
 ) -> Result<Moved, CopyError> {

@@ -24,8 +24,9 @@ use crate::pool::Pool;
 use crate::runtime::WorkerConfig;
 use crate::shared::{Shared, WorkerStatus};
 use crate::stop::Stop;
+use crate::tls::KeyCache;
 use shardgate_core::shm::{ReadOutcome, Reader};
-use shardgate_core::{decode, BackendTarget, RouteTable};
+use shardgate_core::{decode, BackendTarget, RouteTable, Transport};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -34,14 +35,16 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A bound address and port.
-pub(crate) type BindKey = (IpAddr, u16);
+/// A bound transport, address and port.
+pub(crate) type BindKey = (Transport, IpAddr, u16);
 
 /// The route table in force and the request series of its rules, swapped
 /// together; requests hold an `Rc` of the pair they started with.
 pub(crate) struct Active {
     pub(crate) table: RouteTable,
     pub(crate) series: SeriesIndex,
+    /// TLS server configurations by listener id (terminating listeners).
+    pub(crate) tls: Vec<Option<Arc<rustls::ServerConfig>>>,
 }
 
 /// Request series of one table, indexed by the table's dense ids.
@@ -149,6 +152,8 @@ pub(crate) struct Worker {
     open_connections: Cell<u64>,
     /// Access log, if enabled.
     pub(crate) access_log: Option<AccessLog>,
+    /// Signing keys built from the snapshot's certificates.
+    keys: RefCell<KeyCache>,
 }
 
 impl Worker {
@@ -235,6 +240,7 @@ pub(crate) async fn run(id: usize, cfg: Arc<WorkerConfig>, shared: Arc<Shared>) 
         round_robin: RefCell::new(Vec::new()),
         drain: Stop::new(),
         open_connections: Cell::new(0),
+        keys: RefCell::new(KeyCache::default()),
     });
     let mut follower = Follower::default();
     let mut last_housekeeping = Instant::now();
@@ -348,9 +354,10 @@ fn apply(worker: &Rc<Worker>, generation: u64, published: u64, bytes: &[u8]) {
         Err(e) => return reject(worker, generation, &e),
     };
     let (table, summary) = table;
+    let tls = crate::tls::server_configs(&table, &worker.shared.tls, &mut worker.keys.borrow_mut());
     sync_listeners(worker, &table);
     let series = SeriesIndex::build(worker.status(), &table);
-    *worker.active.borrow_mut() = Some(Rc::new(Active { table, series }));
+    *worker.active.borrow_mut() = Some(Rc::new(Active { table, series, tls }));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
@@ -380,14 +387,18 @@ fn apply(worker: &Rc<Worker>, generation: u64, published: u64, bytes: &[u8]) {
 
 /// Opens sockets for new binds and stops accept loops of removed ones.
 fn sync_listeners(worker: &Rc<Worker>, table: &RouteTable) {
-    let wanted: Vec<BindKey> = table.binds().iter().map(|b| (b.address, b.port)).collect();
+    let wanted: Vec<BindKey> = table
+        .binds()
+        .iter()
+        .map(|b| (b.transport(), b.address, b.port))
+        .collect();
     {
         let mut listeners = worker.listeners.borrow_mut();
         listeners.retain(|key, stop| {
             let keep = wanted.contains(key);
             if !keep {
                 stop.fire();
-                tracing::info!(worker = worker.id, address = %key.0, port = key.1, "listener closed");
+                tracing::info!(worker = worker.id, transport = ?key.0, address = %key.1, port = key.2, "listener closed");
             }
             keep
         });
@@ -407,23 +418,30 @@ fn sync_listeners(worker: &Rc<Worker>, table: &RouteTable) {
 }
 
 fn open_listener(worker: &Rc<Worker>, key: BindKey, first_try: bool) {
-    match listener::bind(key) {
-        Ok(l) => {
-            let stop = Stop::new();
+    let stop = Stop::new();
+    let bound = match key.0 {
+        Transport::Tcp => listener::bind(key).map(|l| {
             monoio::spawn(listener::accept_loop(
                 Rc::clone(worker),
                 l,
                 key,
                 stop.clone(),
             ));
+        }),
+        Transport::Udp => crate::udp::bind(key).map(|s| {
+            monoio::spawn(crate::udp::serve(Rc::clone(worker), s, key, stop.clone()));
+        }),
+    };
+    match bound {
+        Ok(()) => {
             worker.listeners.borrow_mut().insert(key, stop);
-            tracing::info!(worker = worker.id, address = %key.0, port = key.1, "listener bound");
+            tracing::info!(worker = worker.id, transport = ?key.0, address = %key.1, port = key.2, "listener bound");
         }
         Err(e) => {
             worker.failed_binds.borrow_mut().push(key);
             if first_try {
                 worker.status().bind_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(worker = worker.id, address = %key.0, port = key.1, error = %e, "cannot bind listener; retrying every second");
+                tracing::error!(worker = worker.id, transport = ?key.0, address = %key.1, port = key.2, error = %e, "cannot bind listener; retrying every second");
             }
         }
     }

@@ -76,6 +76,46 @@ impl<'s> BackendResolver<'s> {
             .collect()
     }
 
+    /// Resolves an L4 route rule's backendRefs (TLSRoute, TCPRoute,
+    /// UDPRoute) the same way: invalid refs keep their weight, and the
+    /// connections that land on them are closed.
+    pub(super) fn resolve_l4(
+        &mut self,
+        route_ns: &str,
+        route_kind: &str,
+        refs: &[super::l4::BackendSpec],
+        resolved: &mut Condition,
+    ) -> Vec<WeightedBackend> {
+        refs.iter()
+            .map(|r| {
+                let target = match self.resolve_ref(
+                    route_ns,
+                    route_kind,
+                    r.group.as_deref().unwrap_or(""),
+                    r.kind.as_deref().unwrap_or("Service"),
+                    r.namespace.as_deref(),
+                    &r.name,
+                    r.port,
+                ) {
+                    Ok(index) => BackendTarget::Backend(index),
+                    Err((reason, message)) => {
+                        if resolved.status {
+                            *resolved = Condition::new("ResolvedRefs", false, reason, message);
+                        }
+                        BackendTarget::Invalid {
+                            status: INVALID_BACKEND_STATUS,
+                        }
+                    }
+                };
+                WeightedBackend {
+                    weight: u32::try_from(r.weight.unwrap_or(1)).unwrap_or(0),
+                    target,
+                    filters: Filters::default(),
+                }
+            })
+            .collect()
+    }
+
     /// Resolves a RequestMirror's backendRef; an invalid one is reported in
     /// `resolved` and mirrors nothing.
     #[allow(clippy::too_many_arguments)]

@@ -8,7 +8,8 @@ use crate::store::Store;
 use gateway_api::gateways::{GatewayListeners, GatewayListenersTlsMode};
 use shardgate_core::route::{scope_order, HostnameScope, Precedence};
 use shardgate_core::{
-    HostMatch, Hostname, Listener, ListenerProtocol, ObjectRef, Rule, VirtualHost,
+    Certificate, HostMatch, Hostname, KeyFormat, Listener, ListenerProtocol, ObjectRef, PrivateKey,
+    Rule, VirtualHost,
 };
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -24,11 +25,12 @@ pub(super) struct ListenerState {
     pub(super) kinds: Vec<&'static str>,
     pub(super) spec: GatewayListeners,
     pub(super) conditions_extra: Vec<Condition>,
+    /// Certificates of a terminating listener, once its refs resolved.
+    pub(super) certificates: Vec<Certificate>,
+    /// A certificateRef did not resolve: accepted, not programmed.
+    pub(super) refs_failed: bool,
     pub(super) invalid: Option<(&'static str, String)>,
     pub(super) conflicted: Option<&'static str>,
-    /// A protocol the Gateway API defines and Shardgate will serve, but not
-    /// yet (HTTPS, TLS, TCP, UDP): accepted, routes attach, not programmed.
-    pub(super) pending: Option<String>,
     pub(super) attached: u32,
     /// (scope, precedence, rule) of every attached route match.
     pub(super) rules: Vec<(HostnameScope, Precedence, Rule)>,
@@ -38,7 +40,7 @@ impl ListenerState {
     pub(super) fn usable(&self) -> bool {
         self.invalid.is_none()
             && self.conflicted.is_none()
-            && self.pending.is_none()
+            && !self.refs_failed
             && self.protocol.is_some()
     }
 }
@@ -58,9 +60,10 @@ pub(super) fn listener_state(
         kinds: Vec::new(),
         spec: l.clone(),
         conditions_extra: Vec::new(),
+        certificates: Vec::new(),
+        refs_failed: false,
         invalid: None,
         conflicted: None,
-        pending: None,
         attached: 0,
         rules: Vec::new(),
     };
@@ -74,18 +77,34 @@ pub(super) fn listener_state(
         }
     }
     match l.protocol.as_str() {
-        "HTTP" => {
-            state.protocol = Some(ListenerProtocol::Http);
+        "HTTP" | "HTTPS" => {
+            state.protocol = Some(if l.protocol == "HTTP" {
+                ListenerProtocol::Http
+            } else {
+                ListenerProtocol::Https
+            });
             state.kinds = vec!["HTTPRoute"];
         }
-        p @ ("HTTPS" | "TLS" | "TCP" | "UDP") => {
-            state.kinds = match p {
-                "HTTPS" => vec!["HTTPRoute"],
-                "TLS" => vec!["TLSRoute"],
-                "TCP" => vec!["TCPRoute"],
-                _ => vec!["UDPRoute"],
-            };
-            state.pending = Some(format!("{p} listeners are not served yet"));
+        "TLS" => {
+            let passthrough = l
+                .tls
+                .as_ref()
+                .and_then(|t| t.mode.as_ref())
+                .is_some_and(|m| matches!(m, GatewayListenersTlsMode::Passthrough));
+            state.protocol = Some(if passthrough {
+                ListenerProtocol::TlsPassthrough
+            } else {
+                ListenerProtocol::TlsTerminate
+            });
+            state.kinds = vec!["TLSRoute"];
+        }
+        "TCP" => {
+            state.protocol = Some(ListenerProtocol::Tcp);
+            state.kinds = vec!["TCPRoute"];
+        }
+        "UDP" => {
+            state.protocol = Some(ListenerProtocol::Udp);
+            state.kinds = vec!["UDPRoute"];
         }
         other => {
             state.invalid = Some((
@@ -131,26 +150,27 @@ pub(super) fn listener_state(
 /// Resolves a terminating listener's certificateRefs (HTTPS, or TLS in
 /// Terminate mode): core-group Secrets, in the Gateway's namespace or one
 /// whose ReferenceGrant allows it, holding a PEM certificate chain and key.
-/// Returns the failing ResolvedRefs condition, if any.
-pub(super) fn certificate_refs(
+/// Records the certificates, or the failing ResolvedRefs condition.
+pub(super) fn resolve_certificates(state: &mut ListenerState, gw_ns: &str, store: &Store) {
+    if !state.protocol.is_some_and(ListenerProtocol::terminates_tls) {
+        return;
+    }
+    match certificate_refs(&state.spec, gw_ns, store) {
+        Ok(certs) => state.certificates = certs,
+        Err(condition) => {
+            state.refs_failed = true;
+            state.conditions_extra.push(condition);
+        }
+    }
+}
+
+fn certificate_refs(
     l: &GatewayListeners,
     gw_ns: &str,
     store: &Store,
-) -> Option<Condition> {
-    let terminates = match l.protocol.as_str() {
-        "HTTPS" => true,
-        "TLS" => l
-            .tls
-            .as_ref()
-            .and_then(|t| t.mode.as_ref())
-            .is_none_or(|m| matches!(m, GatewayListenersTlsMode::Terminate)),
-        _ => false,
-    };
-    if !terminates {
-        return None;
-    }
+) -> Result<Vec<Certificate>, Condition> {
     let invalid = |msg: String| {
-        Some(Condition::new(
+        Err(Condition::new(
             "ResolvedRefs",
             false,
             "InvalidCertificateRef",
@@ -165,6 +185,7 @@ pub(super) fn certificate_refs(
     if refs.is_empty() {
         return invalid("a terminating listener needs certificateRefs".to_owned());
     }
+    let mut certs = Vec::with_capacity(refs.len());
     for r in refs {
         let group = r.group.as_deref().unwrap_or("");
         let kind = r.kind.as_deref().unwrap_or("Secret");
@@ -173,7 +194,7 @@ pub(super) fn certificate_refs(
         }
         let ns = r.namespace.as_deref().unwrap_or(gw_ns);
         if ns != gw_ns && !store.granted("Gateway", gw_ns, "Secret", ns, &r.name) {
-            return Some(Condition::new(
+            return Err(Condition::new(
                 "ResolvedRefs",
                 false,
                 "RefNotPermitted",
@@ -186,16 +207,21 @@ pub(super) fn certificate_refs(
         let Some(secret) = store.secrets.get(&(ns.to_owned(), r.name.clone())) else {
             return invalid(format!("Secret {ns}/{} not found", r.name));
         };
-        if let Err(e) = check_tls_secret(secret) {
-            return invalid(format!("Secret {ns}/{}: {e}", r.name));
+        match tls_certificate(secret, format!("{ns}/{}", r.name)) {
+            Ok(c) => certs.push(c),
+            Err(e) => return invalid(format!("Secret {ns}/{}: {e}", r.name)),
         }
     }
-    None
+    Ok(certs)
 }
 
 /// A kubernetes.io/tls Secret with a PEM chain in `tls.crt` and a PEM key
-/// (PKCS#8, PKCS#1 or SEC1) in `tls.key`.
-pub(super) fn check_tls_secret(secret: &k8s_openapi::api::core::v1::Secret) -> Result<(), String> {
+/// (PKCS#8, PKCS#1 or SEC1) in `tls.key`, as DER. Whether the key matches
+/// the certificate is checked by the dataplane, which builds the signer.
+fn tls_certificate(
+    secret: &k8s_openapi::api::core::v1::Secret,
+    name: String,
+) -> Result<Certificate, String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let field = |key: &str| -> Option<Vec<u8>> {
@@ -214,15 +240,29 @@ pub(super) fn check_tls_secret(secret: &k8s_openapi::api::core::v1::Secret) -> R
     };
     let crt = field("tls.crt").ok_or("no tls.crt")?;
     let key = field("tls.key").ok_or("no tls.key")?;
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&crt)
+    let chain: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(&crt)
+        .map(|c| c.map(|c| c.to_vec()))
         .collect::<Result<_, _>>()
         .map_err(|e| format!("tls.crt is not PEM: {e}"))?;
-    if certs.is_empty() {
+    if chain.is_empty() {
         return Err("tls.crt holds no certificate".into());
     }
-    PrivateKeyDer::from_pem_slice(&key)
+    let key = PrivateKeyDer::from_pem_slice(&key)
         .map_err(|e| format!("tls.key is not a PEM private key: {e}"))?;
-    Ok(())
+    let (format, der) = match &key {
+        PrivateKeyDer::Pkcs8(k) => (KeyFormat::Pkcs8, k.secret_pkcs8_der()),
+        PrivateKeyDer::Pkcs1(k) => (KeyFormat::Pkcs1, k.secret_pkcs1_der()),
+        PrivateKeyDer::Sec1(k) => (KeyFormat::Sec1, k.secret_sec1_der()),
+        _ => return Err("tls.key has an unsupported key format".into()),
+    };
+    Ok(Certificate {
+        name,
+        chain,
+        key: PrivateKey {
+            format,
+            der: der.to_vec(),
+        },
+    })
 }
 
 /// Listeners that share an address and port must agree on protocol and have
@@ -236,7 +276,12 @@ pub(super) fn mark_conflicts(listeners: &mut [ListenerState]) {
                 continue;
             }
             let (a, b) = (&listeners[i], &listeners[j]);
-            let shared = a.port == b.port && a.addresses.iter().any(|x| b.addresses.contains(x));
+            // TCP and UDP sockets on one port do not meet.
+            let same_transport = a.protocol.map(ListenerProtocol::transport)
+                == b.protocol.map(ListenerProtocol::transport);
+            let shared = same_transport
+                && a.port == b.port
+                && a.addresses.iter().any(|x| b.addresses.contains(x));
             if !shared {
                 continue;
             }
@@ -257,7 +302,17 @@ pub(super) fn listener_status(l: &ListenerState) -> ListenerStatus {
             conditions.push(Condition::new("Programmed", false, "Invalid", msg.clone()));
         }
         None => {
-            conditions.push(Condition::new("Accepted", true, "Accepted", "accepted"));
+            // A listener whose protocol clashes with its port's cannot be
+            // served at all (conformance: Accepted=False, ProtocolConflict).
+            conditions.push(match l.conflicted {
+                Some(reason @ "ProtocolConflict") => Condition::new(
+                    "Accepted",
+                    false,
+                    reason,
+                    "another listener on this port speaks another protocol",
+                ),
+                _ => Condition::new("Accepted", true, "Accepted", "accepted"),
+            });
             if l.conflicted.is_some() {
                 conditions.push(Condition::new(
                     "Programmed",
@@ -265,8 +320,13 @@ pub(super) fn listener_status(l: &ListenerState) -> ListenerStatus {
                     "Invalid",
                     "listener conflicts",
                 ));
-            } else if let Some(why) = &l.pending {
-                conditions.push(Condition::new("Programmed", false, "Pending", why.clone()));
+            } else if l.refs_failed {
+                conditions.push(Condition::new(
+                    "Programmed",
+                    false,
+                    "Invalid",
+                    "certificateRefs do not resolve",
+                ));
             } else {
                 conditions.push(Condition::new(
                     "Programmed",
@@ -311,6 +371,7 @@ pub(super) fn listener_snapshot(
     gw: &str,
     l: &ListenerState,
     address: IpAddr,
+    certificates: &mut Vec<Certificate>,
 ) -> Listener {
     let mut scopes: BTreeMap<HostnameScope, Vec<(Precedence, Rule)>> = BTreeMap::new();
     for (scope, prec, rule) in &l.rules {
@@ -352,8 +413,23 @@ pub(super) fn listener_snapshot(
         port: l.port,
         protocol: l.protocol.unwrap_or(ListenerProtocol::Http),
         hostname: l.hostname.clone(),
+        certificates: l
+            .certificates
+            .iter()
+            .map(|c| intern(certificates, c))
+            .collect(),
         virtual_hosts,
     }
+}
+
+/// The index of `cert` in `all`, adding it once: a Secret used by many
+/// listeners travels once.
+fn intern(all: &mut Vec<Certificate>, cert: &Certificate) -> u32 {
+    let i = all.iter().position(|c| c == cert).unwrap_or_else(|| {
+        all.push(cert.clone());
+        all.len() - 1
+    });
+    i as u32
 }
 
 /// Whether every host matched by `inner` is also matched by `outer`.

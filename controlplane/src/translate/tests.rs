@@ -299,7 +299,7 @@ spec:
     assert_eq!(gw.listeners[0].attached_routes, 1);
     assert_eq!(
         reason(&gw.listeners[0].conditions, "Programmed"),
-        (false, "Pending")
+        (false, "Invalid")
     );
     assert_eq!(
         reason(&route_status(&t, "r").parents[0].conditions, "Accepted"),
@@ -307,12 +307,161 @@ spec:
     );
     assert!(
         t.snapshot.listeners.is_empty(),
-        "nothing is served on a pending listener"
+        "nothing is served on a listener without certificate"
     );
     let bad = t.status.gateways.iter().find(|g| g.name == "bad").unwrap();
     assert_eq!(
         reason(&bad.conditions, "Accepted"),
         (false, "ListenersNotValid")
+    );
+}
+
+/// A self-signed certificate for `name` as a Secret document.
+fn tls_secret(ns: &str, secret: &str, name: &str) -> String {
+    let cert = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+    let indent = |pem: String| pem.replace('\n', "\n    ");
+    format!(
+        "kind: Secret\nmetadata: {{name: {secret}, namespace: {ns}}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n    {}\n  tls.key: |\n    {}\n",
+        indent(cert.cert.pem()),
+        indent(cert.signing_key.serialize_pem())
+    )
+}
+
+#[test]
+fn valid_certificates_travel_once_with_their_listeners() {
+    let yaml = format!(
+        r#"
+kind: GatewayClass
+metadata: {{name: sg}}
+spec: {{controllerName: shardgate.dev/gateway-controller}}
+---
+{}
+---
+kind: Gateway
+metadata: {{name: gw, namespace: ns}}
+spec:
+  gatewayClassName: sg
+  listeners:
+  - {{name: a, port: 443, protocol: HTTPS, hostname: a.example.com, tls: {{certificateRefs: [{{name: cert}}]}}}}
+  - {{name: b, port: 443, protocol: HTTPS, hostname: b.example.com, tls: {{certificateRefs: [{{name: cert}}]}}}}
+  - {{name: broken, port: 443, protocol: HTTPS, hostname: c.example.com, tls: {{certificateRefs: [{{name: missing}}]}}}}
+"#,
+        tls_secret("ns", "cert", "*.example.com")
+    );
+    let t = translate(&store(&yaml), &opts());
+    let served: Vec<(&str, &[u32])> = t
+        .snapshot
+        .listeners
+        .iter()
+        .map(|l| (l.name.as_str(), l.certificates.as_slice()))
+        .collect();
+    assert_eq!(served, vec![("a", &[0][..]), ("b", &[0][..])]);
+    assert_eq!(t.snapshot.certificates.len(), 1);
+    assert_eq!(t.snapshot.certificates[0].name, "ns/cert");
+    let gw = &t.status.gateways[0];
+    assert_eq!(
+        reason(&gw.listeners[0].conditions, "Programmed"),
+        (true, "Programmed")
+    );
+    assert_eq!(
+        reason(&gw.listeners[2].conditions, "ResolvedRefs"),
+        (false, "InvalidCertificateRef")
+    );
+    // The snapshot with its key material round-trips the codec.
+    let decoded = shardgate_core::decode(&shardgate_core::encode(&t.snapshot)).unwrap();
+    assert_eq!(decoded, t.snapshot);
+}
+
+#[test]
+fn l4_routes_attach_by_kind_and_the_oldest_tcp_route_wins() {
+    let yaml = r#"
+kind: GatewayClass
+metadata: {name: sg}
+spec: {controllerName: shardgate.dev/gateway-controller}
+---
+kind: Gateway
+metadata: {name: gw, namespace: ns}
+spec:
+  gatewayClassName: sg
+  listeners:
+  - {name: tcp, port: 9000, protocol: TCP}
+  - {name: udp, port: 9000, protocol: UDP}
+  - {name: tls, port: 9443, protocol: TLS, hostname: "*.example.com", tls: {mode: Passthrough}}
+---
+kind: Service
+metadata: {name: svc, namespace: ns}
+spec: {ports: [{port: 3000}]}
+---
+kind: TCPRoute
+metadata: {name: newer, namespace: ns, creationTimestamp: "2026-01-02T00:00:00Z"}
+spec: {parentRefs: [{name: gw, sectionName: tcp}], rules: [{backendRefs: [{name: svc, port: 3000}]}]}
+---
+kind: TCPRoute
+metadata: {name: older, namespace: ns, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec: {parentRefs: [{name: gw, sectionName: tcp}], rules: [{backendRefs: [{name: svc, port: 3000}]}]}
+---
+kind: UDPRoute
+metadata: {name: dns, namespace: ns}
+spec: {parentRefs: [{name: gw, sectionName: tcp}], rules: [{backendRefs: [{name: svc, port: 3000}]}]}
+---
+kind: UDPRoute
+metadata: {name: dns2, namespace: ns}
+spec: {parentRefs: [{name: gw, sectionName: udp}], rules: [{backendRefs: [{name: nope, port: 53}]}]}
+---
+kind: TLSRoute
+metadata: {name: tls, namespace: ns}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [abc.example.com, other.org]
+  rules: [{backendRefs: [{name: svc, port: 3000}]}]
+"#;
+    let t = translate(&store(yaml), &opts());
+    let gw = &t.status.gateways[0];
+    let attached: Vec<u32> = gw.listeners.iter().map(|l| l.attached_routes).collect();
+    assert_eq!(attached, vec![1, 1, 1]);
+    for l in &gw.listeners {
+        assert_eq!(reason(&l.conditions, "Conflicted"), (false, "NoConflicts"));
+    }
+    for r in ["newer", "older", "tls"] {
+        assert_eq!(
+            reason(&route_status(&t, r).parents[0].conditions, "Accepted"),
+            (true, "Accepted"),
+            "{r}"
+        );
+    }
+    assert_eq!(
+        reason(&route_status(&t, "dns").parents[0].conditions, "Accepted"),
+        (false, "NotAllowedByListeners")
+    );
+    assert_eq!(
+        reason(
+            &route_status(&t, "dns2").parents[0].conditions,
+            "ResolvedRefs"
+        ),
+        (false, "BackendNotFound")
+    );
+    let tcp = t
+        .snapshot
+        .listeners
+        .iter()
+        .find(|l| l.name == "tcp")
+        .unwrap();
+    assert_eq!(tcp.virtual_hosts[0].rules[0].source.route.name, "older");
+    let tls = t
+        .snapshot
+        .listeners
+        .iter()
+        .find(|l| l.name == "tls")
+        .unwrap();
+    assert_eq!(tls.protocol, ListenerProtocol::TlsPassthrough);
+    assert_eq!(
+        tls.virtual_hosts
+            .iter()
+            .map(|v| v.host.clone())
+            .collect::<Vec<_>>(),
+        vec![HostMatch::Exact(
+            Hostname::try_from("abc.example.com").unwrap()
+        )]
     );
 }
 

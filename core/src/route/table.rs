@@ -8,8 +8,8 @@
 //! wins (rules arrive in precedence order).
 
 use crate::snapshot::{
-    Backend, Filters, HostMatch, ListenerProtocol, MatchKind, ObjectRef, PathMatch, Retry,
-    RouteRef, Snapshot, Timeouts, WeightedBackend,
+    Backend, Certificate, Filters, HostMatch, ListenerProtocol, MatchKind, ObjectRef, PathMatch,
+    Retry, RouteRef, Snapshot, Timeouts, Transport, WeightedBackend,
 };
 use regex::Regex;
 use std::collections::HashMap;
@@ -60,6 +60,8 @@ pub struct ListenerInfo {
     pub gateway: ObjectRef,
     /// The listener's name.
     pub name: String,
+    /// Indices into [`RouteTable::certificates`] (terminating listeners).
+    pub certificates: Vec<u32>,
 }
 
 /// The outcome of a lookup.
@@ -68,6 +70,9 @@ pub enum RouteDecision<'t> {
     NoListener,
     /// The listener has no matching rule (404).
     NoRoute(&'t ListenerInfo),
+    /// The host belongs to another listener than the one the connection's
+    /// TLS SNI selected (421).
+    Misdirected(&'t ListenerInfo),
     /// This rule matched.
     Rule(&'t ListenerInfo, &'t CompiledRule),
 }
@@ -228,7 +233,7 @@ struct CompiledListener {
     vhosts: Vec<Vec<CompiledRule>>,
 }
 
-/// Everything served on one bound address and port.
+/// Everything served on one bound address, port and transport.
 #[derive(Debug)]
 pub struct BindTable {
     /// Address to bind.
@@ -246,6 +251,46 @@ pub struct BindTable {
 pub struct RouteTable {
     binds: Vec<BindTable>,
     backends: Vec<Backend>,
+    certificates: Vec<Certificate>,
+}
+
+impl BindTable {
+    /// The socket type.
+    pub fn transport(&self) -> Transport {
+        self.protocol.transport()
+    }
+
+    /// The listeners sharing this socket.
+    pub fn listener_infos(&self) -> impl Iterator<Item = &ListenerInfo> {
+        self.listeners.iter().map(|l| &l.info)
+    }
+
+    /// The listener a TLS client's SNI selects: exact name, then the longest
+    /// wildcard, then the listener without hostname. Without SNI only that
+    /// last one qualifies, so no client gets another tenant's listener (and
+    /// certificate) by accident. L4 listeners without TLS pass `None`.
+    pub fn select(&self, sni: Option<&str>) -> Option<&ListenerInfo> {
+        self.select_index(sni).map(|i| &self.listeners[i].info)
+    }
+
+    fn select_index(&self, sni: Option<&str>) -> Option<usize> {
+        match sni {
+            Some(name) => self.selector.find(name),
+            None => self.selector.any,
+        }
+    }
+
+    /// The L4 rule for a connection or datagram flow: the listener and virtual
+    /// host the SNI selects (TLS), or the only ones (TCP, UDP), and the first
+    /// rule there.
+    pub fn l4_rule(&self, sni: Option<&str>) -> Option<(&ListenerInfo, &CompiledRule)> {
+        let listener = &self.listeners[self.select_index(sni)?];
+        let vhost = match sni {
+            Some(name) => listener.hosts.find(name),
+            None => listener.hosts.any,
+        }?;
+        listener.vhosts[vhost].first().map(|r| (&listener.info, r))
+    }
 }
 
 impl RouteTable {
@@ -254,10 +299,11 @@ impl RouteTable {
         let mut binds: Vec<BindTable> = Vec::new();
         let mut next_rule = 0u32;
         for (listener_id, l) in snapshot.listeners.iter().enumerate() {
-            let bind = match binds
-                .iter_mut()
-                .position(|b| b.address == l.address && b.port == l.port)
-            {
+            let bind = match binds.iter_mut().position(|b| {
+                b.address == l.address
+                    && b.port == l.port
+                    && b.transport() == l.protocol.transport()
+            }) {
                 Some(i) => &mut binds[i],
                 None => {
                     binds.push(BindTable {
@@ -281,6 +327,7 @@ impl RouteTable {
                     id: listener_id as u32,
                     gateway: l.gateway.clone(),
                     name: l.name.clone(),
+                    certificates: l.certificates.clone(),
                 },
                 hosts: HostIndex::default(),
                 vhosts: Vec::with_capacity(l.virtual_hosts.len()),
@@ -336,6 +383,7 @@ impl RouteTable {
         Ok(Self {
             binds,
             backends: snapshot.backends.clone(),
+            certificates: snapshot.certificates.clone(),
         })
     }
 
@@ -372,21 +420,42 @@ impl RouteTable {
         &self.backends[index as usize]
     }
 
-    /// Index of the bind for an address and port, if served.
-    pub fn bind_index(&self, address: IpAddr, port: u16) -> Option<usize> {
-        self.binds
-            .iter()
-            .position(|b| b.address == address && b.port == port)
+    /// The certificate at `index` (validated when the snapshot was decoded).
+    pub fn certificate(&self, index: u32) -> &Certificate {
+        &self.certificates[index as usize]
     }
 
-    /// Routes a request that arrived on bind `bind`.
-    pub fn route<'t>(&'t self, bind: usize, req: &Request<'_>) -> RouteDecision<'t> {
+    /// Index of the bind for an address, port and transport, if served.
+    pub fn bind_index(&self, transport: Transport, address: IpAddr, port: u16) -> Option<usize> {
+        self.binds
+            .iter()
+            .position(|b| b.address == address && b.port == port && b.transport() == transport)
+    }
+
+    /// The bind at `index`.
+    pub fn bind(&self, index: usize) -> Option<&BindTable> {
+        self.binds.get(index)
+    }
+
+    /// Routes a request that arrived on bind `bind`. On TLS, `pinned` is the
+    /// listener id the SNI selected: a host that selects another listener
+    /// is misdirected.
+    pub fn route<'t>(
+        &'t self,
+        bind: usize,
+        pinned: Option<u32>,
+        req: &Request<'_>,
+    ) -> RouteDecision<'t> {
         let Some(bind) = self.binds.get(bind) else {
             return RouteDecision::NoListener;
         };
         let Some(listener) = bind.selector.find(req.host).map(|i| &bind.listeners[i]) else {
             return RouteDecision::NoListener;
         };
+        if let Some(id) = pinned.filter(|id| *id != listener.info.id) {
+            let sni_listener = bind.listeners.iter().find(|l| l.info.id == id);
+            return RouteDecision::Misdirected(sni_listener.map_or(&listener.info, |l| &l.info));
+        }
         let Some(rules) = listener.hosts.find(req.host).map(|i| &listener.vhosts[i]) else {
             return RouteDecision::NoRoute(&listener.info);
         };
@@ -435,6 +504,7 @@ mod tests {
             port: 80,
             protocol: ListenerProtocol::Http,
             hostname: hostname.map(|h| Hostname::try_from(h).unwrap()),
+            certificates: Vec::new(),
             virtual_hosts: vhosts,
         }
     }
@@ -452,10 +522,11 @@ mod tests {
             query: Some("a=1&b=2&a=3"),
             headers,
         };
-        match t.route(0, &req) {
+        match t.route(0, None, &req) {
             RouteDecision::Rule(_, r) => r.source.route.name.clone(),
             RouteDecision::NoRoute(l) => format!("404@{}", l.name),
             RouteDecision::NoListener => "no-listener".into(),
+            RouteDecision::Misdirected(l) => format!("421@{}", l.name),
         }
     }
 
@@ -492,6 +563,7 @@ mod tests {
                 ),
             ],
             backends: vec![],
+            certificates: vec![],
         };
         let t = RouteTable::compile(&snap).unwrap();
         assert_eq!(route_name(&t, "foo.example.com", "/x", &[]), "foo-exact");
@@ -506,6 +578,63 @@ mod tests {
         assert_eq!(route_name(&t, "bar.example.com", "/anything", &[]), "wild");
         assert_eq!(route_name(&t, "other.org", "/r/42", &[]), "any-regex");
         assert_eq!(route_name(&t, "other.org", "/r/42x", &[]), "404@any");
+    }
+
+    #[test]
+    fn sni_pins_the_listener_and_other_hosts_are_misdirected() {
+        let h = |s: &str| Hostname::try_from(s).unwrap();
+        let vhost = |host: HostMatch, name: &str| VirtualHost {
+            host,
+            rules: vec![rule(name, PathMatch::Prefix("/".into()))],
+        };
+        let snap = Snapshot {
+            listeners: vec![
+                listener(
+                    Some("*.example.com"),
+                    vec![vhost(HostMatch::Wildcard(h("*.example.com")), "wild")],
+                ),
+                listener(
+                    Some("a.example.com"),
+                    vec![vhost(HostMatch::Exact(h("a.example.com")), "a")],
+                ),
+                listener(None, vec![vhost(HostMatch::Any, "fallback")]),
+            ],
+            backends: vec![],
+            certificates: vec![],
+        };
+        let t = RouteTable::compile(&snap).unwrap();
+        let bind = t.bind(0).unwrap();
+        let sel = |sni| bind.select(sni).map(|l| l.name.clone());
+        assert_eq!(sel(Some("a.example.com")).as_deref(), Some("a.example.com"));
+        assert_eq!(sel(Some("b.example.com")).as_deref(), Some("*.example.com"));
+        assert_eq!(sel(Some("other.org")).as_deref(), Some("any"));
+        assert_eq!(sel(None).as_deref(), Some("any"));
+        assert_eq!(
+            bind.l4_rule(Some("b.example.com"))
+                .map(|(_, r)| r.source.route.name.clone())
+                .as_deref(),
+            Some("wild")
+        );
+        let req = |host| Request {
+            method: "GET",
+            host,
+            path: "/",
+            query: None,
+            headers: &[],
+        };
+        let wild = bind.select(Some("b.example.com")).unwrap().id;
+        assert!(matches!(
+            t.route(0, Some(wild), &req("c.example.com")),
+            RouteDecision::Rule(..)
+        ));
+        assert!(matches!(
+            t.route(0, Some(wild), &req("a.example.com")),
+            RouteDecision::Misdirected(l) if l.id == wild
+        ));
+        assert!(matches!(
+            t.route(0, Some(wild), &req("other.org")),
+            RouteDecision::Misdirected(_)
+        ));
     }
 
     #[test]
@@ -531,6 +660,7 @@ mod tests {
                 }],
             )],
             backends: vec![],
+            certificates: vec![],
         };
         let t = RouteTable::compile(&snap).unwrap();
         let good = [httparse::Header {
@@ -556,6 +686,7 @@ mod tests {
                 }],
             )],
             backends: vec![],
+            certificates: vec![],
         };
         assert!(matches!(
             RouteTable::compile(&snap),

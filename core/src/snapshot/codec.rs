@@ -17,7 +17,7 @@ use super::{
 
 const MAGIC: &[u8; 4] = b"SGSN";
 /// Bumped whenever the model changes shape.
-pub const FORMAT_VERSION: u16 = 4;
+pub const FORMAT_VERSION: u16 = 5;
 const PREFIX_LEN: usize = 6;
 
 /// Why bytes were not accepted as a snapshot.
@@ -90,6 +90,27 @@ fn validate(snapshot: &Snapshot) -> Result<(), InvalidSnapshot> {
     let count = snapshot.backends.len();
     for (i, listener) in snapshot.listeners.iter().enumerate() {
         validate_listener(i, listener, count)?;
+        let bad = |what| InvalidSnapshot::Value { listener: i, what };
+        if listener
+            .certificates
+            .iter()
+            .any(|&c| c as usize >= snapshot.certificates.len())
+        {
+            return Err(bad("certificate index"));
+        }
+        if listener.protocol.terminates_tls() == listener.certificates.is_empty() {
+            return Err(bad("certificates for its protocol"));
+        }
+    }
+    if snapshot
+        .certificates
+        .iter()
+        .any(|c| c.chain.is_empty() || c.chain.iter().any(Vec::is_empty) || c.key.der.is_empty())
+    {
+        return Err(InvalidSnapshot::Value {
+            listener: usize::MAX,
+            what: "certificate",
+        });
     }
     for backend in &snapshot.backends {
         if backend.endpoints.iter().any(|e| e.port() == 0) {
@@ -256,6 +277,7 @@ mod tests {
                 port: 8080,
                 protocol: ListenerProtocol::Http,
                 hostname: None,
+                certificates: Vec::new(),
                 virtual_hosts: vec![VirtualHost {
                     host: HostMatch::Any,
                     rules: vec![Rule {
@@ -312,7 +334,31 @@ mod tests {
                 protocol: AppProtocol::Http1,
                 endpoints: vec![SocketAddr::from(([127, 0, 0, 1], 3000))],
             }],
+            certificates: vec![],
         }
+    }
+
+    #[test]
+    fn terminating_listeners_need_valid_certificate_indices() {
+        let mut s = sample();
+        s.listeners[0].protocol = ListenerProtocol::Https;
+        assert!(decode(&encode(&s)).is_err(), "HTTPS without certificate");
+        s.listeners[0].certificates = vec![0];
+        assert!(decode(&encode(&s)).is_err(), "index out of range");
+        s.certificates.push(Certificate {
+            name: "ns/cert".into(),
+            chain: vec![vec![1, 2, 3]],
+            key: PrivateKey {
+                format: KeyFormat::Pkcs8,
+                der: vec![4, 5],
+            },
+        });
+        assert_eq!(decode(&encode(&s)).unwrap(), s);
+        s.listeners[0].protocol = ListenerProtocol::Http;
+        assert!(
+            decode(&encode(&s)).is_err(),
+            "plain HTTP with a certificate"
+        );
     }
 
     #[test]
@@ -431,6 +477,7 @@ mod tests {
                 port,
                 protocol: ListenerProtocol::Http,
                 hostname: Some(Hostname::try_from(format!("{host}.example.com")).unwrap()),
+                certificates: Vec::new(),
                 virtual_hosts: vec![VirtualHost {
                     host: HostMatch::Wildcard(Hostname::try_from("*.example.com").unwrap()),
                     rules,
@@ -446,6 +493,7 @@ mod tests {
                     endpoints: vec![SocketAddr::from(([127, 0, 0, 1], 1000 + i))],
                 })
                 .collect(),
+            certificates: vec![],
         })
     }
 

@@ -1,0 +1,185 @@
+//! UDP listeners: datagrams forwarded per client address.
+//!
+//! ```text
+//!  client ─▶ listening socket (SO_REUSEPORT: a client's flow hashes to one worker)
+//!              │ first datagram: rule ─▶ weighted backend ─▶ endpoint; new session with
+//!              │ its own connected upstream socket and a task relaying replies back
+//!              ▼
+//!            session.upstream ─▶ backend ─▶ replies ─▶ send_to(client) from the listening socket
+//! ```
+//!
+//! A session keeps the backend it chose (weights apply per session) and ends
+//! after the idle timeout without a datagram either way.
+
+use crate::stop::Stop;
+use crate::worker::{BindKey, Worker};
+use monoio::net::udp::UdpSocket;
+use shardgate_core::route::pick_weighted;
+use shardgate_core::{BackendTarget, Transport};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::rc::Rc;
+use std::time::Instant;
+
+/// Largest datagram relayed.
+const MAX_DATAGRAM: usize = 64 * 1024;
+
+/// Binds this worker's UDP socket for `key`.
+pub(crate) fn bind(key: BindKey) -> std::io::Result<UdpSocket> {
+    let addr = SocketAddr::new(key.1, key.2);
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+struct Session {
+    upstream: Rc<UdpSocket>,
+    activity: Rc<Cell<Instant>>,
+}
+
+/// Receives datagrams until `stop` fires.
+pub(crate) async fn serve(worker: Rc<Worker>, socket: UdpSocket, key: BindKey, stop: Stop) {
+    let socket = Rc::new(socket);
+    let sessions: Rc<RefCell<HashMap<SocketAddr, Session>>> = Rc::default();
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let received = monoio::select! {
+            r = socket.recv_from(buf) => r,
+            _ = stop.wait() => break,
+        };
+        let (result, b) = received;
+        buf = b;
+        let (n, client) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(worker = worker.id, error = %e, "udp receive failed");
+                buf = vec![0u8; MAX_DATAGRAM];
+                continue;
+            }
+        };
+        worker.metrics().bytes_received.add(n as u64);
+        let existing = sessions
+            .borrow()
+            .get(&client)
+            .map(|s| (Rc::clone(&s.upstream), Rc::clone(&s.activity)));
+        let (upstream, activity) = match existing {
+            Some(s) => s,
+            None => match open_session(&worker, key, client, &socket, &sessions).await {
+                Some(s) => s,
+                None => continue, // no route or backend: dropped, as a router would
+            },
+        };
+        activity.set(Instant::now());
+        let datagram = buf[..n].to_vec();
+        let (r, _) = upstream.send(datagram).await;
+        if let Err(e) = r {
+            tracing::debug!(worker = worker.id, %client, error = %e, "udp send upstream failed");
+        }
+    }
+}
+
+/// Picks the backend for a new client and starts relaying its replies.
+async fn open_session(
+    worker: &Rc<Worker>,
+    key: BindKey,
+    client: SocketAddr,
+    listening: &Rc<UdpSocket>,
+    sessions: &Rc<RefCell<HashMap<SocketAddr, Session>>>,
+) -> Option<(Rc<UdpSocket>, Rc<Cell<Instant>>)> {
+    let active = worker.active()?;
+    let table = &active.table;
+    let bind = table
+        .bind_index(Transport::Udp, key.1, key.2)
+        .and_then(|i| table.bind(i))?;
+    let (_, rule) = bind.l4_rule(None)?;
+    let i = pick_weighted(rule.backends.iter().map(|b| b.weight), worker.random())?;
+    let BackendTarget::Backend(backend) = rule.backends[i].target else {
+        return None;
+    };
+    let endpoints = &table.backend(backend).endpoints;
+    if endpoints.is_empty() {
+        return None;
+    }
+    let endpoint = endpoints[worker.next_endpoint(backend, endpoints.len())];
+    let local: IpAddr = match endpoint {
+        SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let upstream = match UdpSocket::bind(SocketAddr::new(local, 0)) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(worker = worker.id, error = %e, "cannot open a udp upstream socket");
+            return None;
+        }
+    };
+    if let Err(e) = upstream.connect(endpoint).await {
+        tracing::debug!(worker = worker.id, %endpoint, error = %e, "udp connect failed");
+        return None;
+    }
+    let upstream = Rc::new(upstream);
+    let activity = Rc::new(Cell::new(Instant::now()));
+    sessions.borrow_mut().insert(
+        client,
+        Session {
+            upstream: Rc::clone(&upstream),
+            activity: Rc::clone(&activity),
+        },
+    );
+    monoio::spawn(relay_replies(
+        Rc::clone(worker),
+        Rc::clone(&upstream),
+        Rc::clone(listening),
+        client,
+        Rc::clone(&activity),
+        Rc::clone(sessions),
+    ));
+    Some((upstream, activity))
+}
+
+/// Sends the backend's replies to the client until the session idles out.
+async fn relay_replies(
+    worker: Rc<Worker>,
+    upstream: Rc<UdpSocket>,
+    listening: Rc<UdpSocket>,
+    client: SocketAddr,
+    activity: Rc<Cell<Instant>>,
+    sessions: Rc<RefCell<HashMap<SocketAddr, Session>>>,
+) {
+    let idle = worker.cfg.udp_idle_timeout;
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let left = idle.saturating_sub(activity.get().elapsed());
+        if left.is_zero() {
+            break;
+        }
+        // A receive abandoned here ends the session: nothing is lost that
+        // a UDP client would not retry anyway.
+        let Ok((r, b)) = monoio::time::timeout(left, upstream.recv(buf)).await else {
+            buf = vec![0u8; MAX_DATAGRAM];
+            continue; // re-check: the client may have sent meanwhile
+        };
+        buf = b;
+        // An error (ECONNREFUSED after an ICMP port unreachable) keeps the
+        // session: the backend may come back.
+        let Ok(n) = r else {
+            monoio::time::sleep(std::time::Duration::from_millis(10)).await;
+            continue;
+        };
+        activity.set(Instant::now());
+        let (r, b) = listening.send_to(buf[..n].to_vec(), client).await;
+        drop(b);
+        match r {
+            Ok(sent) => worker.metrics().bytes_sent.add(sent as u64),
+            Err(e) => tracing::debug!(%client, error = %e, "udp reply failed"),
+        }
+    }
+    sessions.borrow_mut().remove(&client);
+}
