@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod conformance;
 pub mod fixture;
+pub mod pki;
 pub mod prom;
 
 use std::io::{BufRead, BufReader, Read, Write};
