@@ -249,6 +249,15 @@ fn tls_certificate(
     }
     let key = PrivateKeyDer::from_pem_slice(&key)
         .map_err(|e| format!("tls.key is not a PEM private key: {e}"))?;
+    // Load it the way the dataplane will: the key must be usable and match
+    // the leaf, or the listener would fail every handshake.
+    let provider = rustls::crypto::ring::default_provider();
+    let leaf_chain = chain
+        .iter()
+        .map(|c| CertificateDer::from(c.clone()))
+        .collect();
+    rustls::sign::CertifiedKey::from_der(leaf_chain, key.clone_key(), &provider)
+        .map_err(|e| format!("tls.key does not fit tls.crt: {e}"))?;
     let (format, der) = match &key {
         PrivateKeyDer::Pkcs8(k) => (KeyFormat::Pkcs8, k.secret_pkcs8_der()),
         PrivateKeyDer::Pkcs1(k) => (KeyFormat::Pkcs1, k.secret_pkcs1_der()),

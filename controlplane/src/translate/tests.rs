@@ -319,12 +319,35 @@ spec:
 /// A self-signed certificate for `name` as a Secret document.
 fn tls_secret(ns: &str, secret: &str, name: &str) -> String {
     let cert = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
-    let indent = |pem: String| pem.replace('\n', "\n    ");
+    secret_doc(
+        ns,
+        secret,
+        &cert.cert.pem(),
+        &cert.signing_key.serialize_pem(),
+    )
+}
+
+fn secret_doc(ns: &str, secret: &str, crt: &str, key: &str) -> String {
+    let indent = |pem: &str| pem.replace('\n', "\n    ");
     format!(
         "kind: Secret\nmetadata: {{name: {secret}, namespace: {ns}}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n    {}\n  tls.key: |\n    {}\n",
-        indent(cert.cert.pem()),
-        indent(cert.signing_key.serialize_pem())
+        indent(crt),
+        indent(key)
     )
+}
+
+#[test]
+fn a_key_that_does_not_fit_its_certificate_is_an_invalid_ref() {
+    let a = rcgen::generate_simple_self_signed(vec!["a.example.com".to_owned()]).unwrap();
+    let b = rcgen::generate_simple_self_signed(vec!["b.example.com".to_owned()]).unwrap();
+    let yaml = format!(
+        "kind: GatewayClass\nmetadata: {{name: sg}}\nspec: {{controllerName: shardgate.dev/gateway-controller}}\n---\n{}---\nkind: Gateway\nmetadata: {{name: gw, namespace: ns}}\nspec:\n  gatewayClassName: sg\n  listeners:\n  - {{name: a, port: 443, protocol: HTTPS, tls: {{certificateRefs: [{{name: mixed}}]}}}}\n",
+        secret_doc("ns", "mixed", &a.cert.pem(), &b.signing_key.serialize_pem())
+    );
+    let t = translate(&store(&yaml), &opts());
+    let c = &t.status.gateways[0].listeners[0].conditions;
+    assert_eq!(reason(c, "ResolvedRefs"), (false, "InvalidCertificateRef"));
+    assert!(t.snapshot.listeners.is_empty());
 }
 
 #[test]
