@@ -82,6 +82,8 @@ pub(crate) struct Outcome {
     pub(crate) status: u16,
     /// Upstream endpoint and its response time, when one was used.
     pub(crate) upstream: Option<(SocketAddr, Duration)>,
+    /// After a 101: the upstream connection to splice with this one.
+    pub(crate) upgraded: Option<crate::pool::Upstream>,
 }
 
 impl Outcome {
@@ -90,6 +92,7 @@ impl Outcome {
             keep_alive,
             status,
             upstream: None,
+            upgraded: None,
         }
     }
 }
@@ -152,8 +155,14 @@ pub(crate) async fn serve<S: Stream>(
                 return;
             }
         }
-        let (outcome, series) = handle(&worker, &mut conn, key, active.as_deref()).await;
+        let (mut outcome, series) = handle(&worker, &mut conn, key, active.as_deref()).await;
         record(&worker, &conn, active.as_deref(), series, &outcome, started);
+        if let Some(up) = outcome.upgraded.take() {
+            // Switched protocols (WebSocket): bytes flow both ways as they are.
+            drop(active);
+            crate::l4::splice(&worker, conn.stream, up.stream).await;
+            return;
+        }
         if !outcome.keep_alive {
             return;
         }

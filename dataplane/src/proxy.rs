@@ -66,6 +66,18 @@ pub(crate) async fn forward<S: Stream>(
     let body = head.body.unwrap_or(BodyKind::Empty);
     let expect_continue = head.expect_continue;
     let head_len = head.len;
+    // WebSocket (RFC 6455) is the upgrade we relay: its Upgrade and
+    // Connection fields, hop-by-hop otherwise, go on to the backend. Other
+    // upgrades (h2c among them) are dropped and the request served as is.
+    let upgrade = if head.upgrade && !http10 && body == BodyKind::Empty {
+        head.headers
+            .iter()
+            .find(|h| h.name.get(&conn.buf).eq_ignore_ascii_case(b"upgrade"))
+            .map(|h| h.value.str(&conn.buf).to_owned())
+            .filter(|v| v.eq_ignore_ascii_case("websocket"))
+    } else {
+        None
+    };
     let mut request = std::mem::take(&mut conn.out);
     request.clear();
     write_request_head(
@@ -78,6 +90,12 @@ pub(crate) async fn forward<S: Stream>(
         &mut conn.scratch,
         &mut request,
     );
+    if let Some(u) = &upgrade {
+        request.truncate(request.len() - 2);
+        write_field(&mut request, "connection", "upgrade");
+        write_field(&mut request, "upgrade", u);
+        request.extend_from_slice(b"\r\n");
+    }
     conn.buf.drain(..head_len);
 
     // A body that is empty, or small and already here, goes with the head,
@@ -119,7 +137,12 @@ pub(crate) async fn forward<S: Stream>(
         0
     };
     let mut endpoint = first_endpoint;
-    let mut pooled = match worker.pool.take(endpoint) {
+    let pool_entry = if upgrade.is_some() {
+        None // an upgraded connection is never returned, so never borrow one
+    } else {
+        worker.pool.take(endpoint)
+    };
+    let mut pooled = match pool_entry {
         Some(up) => {
             metrics.pool_hits.inc();
             Some(up)
@@ -223,7 +246,15 @@ pub(crate) async fn forward<S: Stream>(
                 }
             }
         }
-        let failure = match read_response_head(&mut up, is_head, deadline, &mut resp).await {
+        let failure = match read_response_head(
+            &mut up,
+            is_head,
+            upgrade.is_some(),
+            deadline,
+            &mut resp,
+        )
+        .await
+        {
             Ok(()) => {
                 let retryable = filters
                     .retry
@@ -263,7 +294,11 @@ pub(crate) async fn forward<S: Stream>(
         keep_alive,
         status: resp.status,
         upstream: Some((served_by, upstream_time)),
+        upgraded: None,
     };
+    if resp.status == 101 {
+        return switch_protocols(worker, conn, up, &resp, request, filters, relayed(false)).await;
+    }
 
     // Relay the response.
     let resp_body = resp.body.unwrap_or(BodyKind::Empty);
@@ -331,6 +366,63 @@ pub(crate) async fn forward<S: Stream>(
     relayed(keep_alive)
 }
 
+/// Relays a 101 answer to an upgrade; the caller then splices the two
+/// connections. Bytes that followed either head are passed on first.
+async fn switch_protocols<S: Stream>(
+    worker: &Worker,
+    conn: &mut Conn<S>,
+    mut up: Upstream,
+    resp: &ResponseHead,
+    mut out: Vec<u8>,
+    filters: &RouteFilters<'_>,
+    outcome: Outcome,
+) -> Outcome {
+    let value = resp
+        .headers
+        .iter()
+        .find(|h| h.name.get(&up.buf).eq_ignore_ascii_case(b"upgrade"))
+        .map(|h| h.value.str(&up.buf).to_owned())
+        .unwrap_or_else(|| "websocket".to_owned());
+    out.clear();
+    write_response_head(
+        &up.buf,
+        resp,
+        true,
+        false,
+        filters,
+        &conn.cors_response,
+        &mut out,
+    );
+    out.truncate(out.len() - 2);
+    write_field(&mut out, "connection", "upgrade");
+    write_field(&mut out, "upgrade", &value);
+    out.extend_from_slice(b"\r\n");
+    up.buf.drain(..resp.len);
+    out.extend_from_slice(&up.buf);
+    up.buf.clear();
+    let n = out.len();
+    let written = write_all(&mut conn.stream, &mut out).await;
+    conn.out = out;
+    if written.is_err() {
+        return Outcome {
+            status: CLIENT_CLOSED,
+            ..outcome
+        };
+    }
+    conn.sent(worker, n);
+    if !conn.buf.is_empty() {
+        let mut early = std::mem::take(&mut conn.buf);
+        if write_all(&mut up.stream, &mut early).await.is_err() {
+            return outcome;
+        }
+        conn.buf = early;
+    }
+    Outcome {
+        upgraded: Some(up),
+        ..outcome
+    }
+}
+
 /// The next endpoint of `backend` in this worker's round robin (the caller
 /// checked that it has endpoints).
 fn next_endpoint(worker: &Worker, table: &RouteTable, backend: u32) -> SocketAddr {
@@ -382,6 +474,7 @@ async fn write_keep(up: &mut Upstream, request: &mut Vec<u8>) -> bool {
 async fn read_response_head(
     up: &mut Upstream,
     head_request: bool,
+    upgrade: bool,
     deadline: Instant,
     resp: &mut ResponseHead,
 ) -> Result<(), UpstreamError> {
@@ -394,7 +487,8 @@ async fn read_response_head(
                     up.buf.drain(..resp.len);
                     continue;
                 }
-                Ok(true) if resp.status == 101 => return Err(UpstreamError::Broken),
+                // 101 only answers an upgrade we asked for.
+                Ok(true) if resp.status == 101 && !upgrade => return Err(UpstreamError::Broken),
                 Ok(true) => return Ok(()),
                 Ok(false) if up.buf.len() > MAX_RESPONSE_HEAD => return Err(UpstreamError::Broken),
                 Ok(false) => {}
@@ -655,7 +749,7 @@ async fn mirror(worker: Rc<Worker>, endpoint: SocketAddr, mut request: Vec<u8>) 
     }
     let mut resp = ResponseHead::default();
     let deadline = Instant::now() + worker.cfg.upstream_timeout.min(Duration::from_secs(10));
-    let _ = read_response_head(&mut up, false, deadline, &mut resp).await;
+    let _ = read_response_head(&mut up, false, false, deadline, &mut resp).await;
 }
 
 #[cfg(test)]

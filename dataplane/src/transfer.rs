@@ -3,15 +3,16 @@
 //! between two connections without ever holding a whole body.
 
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Split};
 use shardgate_core::http1::{ChunkedDecoder, InvalidChunk};
 use std::io;
 use std::time::Duration;
 
-/// A byte stream: a TCP connection, or TLS over one.
-pub(crate) trait Stream: AsyncReadRent + AsyncWriteRent {}
+/// A downstream byte stream: a TCP connection, or TLS over one. Splittable
+/// into read and write halves for protocols that switch to a raw stream.
+pub(crate) trait Stream: AsyncReadRent + AsyncWriteRent + Split {}
 
-impl<S: AsyncReadRent + AsyncWriteRent> Stream for S {}
+impl<S: AsyncReadRent + AsyncWriteRent + Split> Stream for S {}
 
 /// Read size floor: always offer the kernel at least this much room.
 pub(crate) const READ_CHUNK: usize = 16 * 1024;
