@@ -15,7 +15,7 @@
 
 use crate::tls::{peek_sni, PeekError};
 use crate::transfer::READ_CHUNK;
-use crate::worker::{BindKey, Worker};
+use crate::worker::{BindKey, SeriesRef, Worker};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 use shardgate_core::route::{pick_weighted, CompiledRule};
@@ -56,7 +56,20 @@ pub(crate) async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAdd
     };
     let Some((_, rule)) = bind.l4_rule(sni.as_deref()) else {
         tracing::debug!(%peer, sni = sni.as_deref().unwrap_or(""), "no route for connection");
+        let series = bind
+            .select(sni.as_deref())
+            .map_or(SeriesRef::Unmatched, |l| SeriesRef::NoRoute(l.id));
+        active.series.get(series).record(404);
         return;
+    };
+    // Connections count into the rule's request series: 2xx forwarded,
+    // 5xx refused for want of a reachable backend.
+    let record = |slot: Option<usize>, ok: bool| {
+        let slot = slot.unwrap_or(rule.backends.len());
+        active
+            .series
+            .get(SeriesRef::Rule(rule.id, slot))
+            .record(if ok { 200 } else { 503 });
     };
     match protocol {
         ListenerProtocol::TlsTerminate => {
@@ -85,26 +98,33 @@ pub(crate) async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAdd
                         return;
                     }
                 };
-            let Some(upstream) = connect(&worker, table, rule).await else {
-                return;
-            };
+            let (slot, upstream) = connect(&worker, table, rule).await;
+            record(slot, upstream.is_some());
+            let Some(upstream) = upstream else { return };
             splice(&worker, tls, upstream).await;
         }
         _ => {
-            let Some(upstream) = connect(&worker, table, rule).await else {
-                return;
-            };
+            let (slot, upstream) = connect(&worker, table, rule).await;
+            record(slot, upstream.is_some());
+            let Some(upstream) = upstream else { return };
             splice(&worker, stream, upstream).await;
         }
     }
 }
 
 /// Connects to an endpoint of the rule's weighted choice of backend, trying
-/// the backend's other endpoints when one refuses.
-async fn connect(worker: &Worker, table: &RouteTable, rule: &CompiledRule) -> Option<TcpStream> {
-    let i = pick_weighted(rule.backends.iter().map(|b| b.weight), worker.random())?;
+/// the backend's other endpoints when one refuses. Returns the backendRef
+/// slot chosen, if any.
+async fn connect(
+    worker: &Worker,
+    table: &RouteTable,
+    rule: &CompiledRule,
+) -> (Option<usize>, Option<TcpStream>) {
+    let Some(i) = pick_weighted(rule.backends.iter().map(|b| b.weight), worker.random()) else {
+        return (None, None);
+    };
     let BackendTarget::Backend(backend) = rule.backends[i].target else {
-        return None; // an invalid backendRef: its share of connections is refused
+        return (Some(i), None); // an invalid backendRef: its share is refused
     };
     let endpoints = &table.backend(backend).endpoints;
     for _ in 0..endpoints.len().min(3) {
@@ -114,7 +134,7 @@ async fn connect(worker: &Worker, table: &RouteTable, rule: &CompiledRule) -> Op
             Ok(Ok(s)) => {
                 worker.metrics().upstream_connects.inc();
                 let _ = s.set_nodelay(true);
-                return Some(s);
+                return (Some(i), Some(s));
             }
             _ => {
                 worker.metrics().upstream_connect_errors.inc();
@@ -122,7 +142,7 @@ async fn connect(worker: &Worker, table: &RouteTable, rule: &CompiledRule) -> Op
             }
         }
     }
-    None
+    (Some(i), None)
 }
 
 /// Copies both ways until both directions ended, one failed, or the

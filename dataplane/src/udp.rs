@@ -12,7 +12,7 @@
 //! after the idle timeout without a datagram either way.
 
 use crate::stop::Stop;
-use crate::worker::{BindKey, Worker};
+use crate::worker::{BindKey, SeriesRef, Worker};
 use monoio::net::udp::UdpSocket;
 use shardgate_core::route::pick_weighted;
 use shardgate_core::{BackendTarget, Transport};
@@ -99,14 +99,30 @@ async fn open_session(
     let bind = table
         .bind_index(Transport::Udp, key.1, key.2)
         .and_then(|i| table.bind(i))?;
-    let (_, rule) = bind.l4_rule(None)?;
-    let i = pick_weighted(rule.backends.iter().map(|b| b.weight), worker.random())?;
-    let BackendTarget::Backend(backend) = rule.backends[i].target else {
+    let Some((_, rule)) = bind.l4_rule(None) else {
+        let series = bind
+            .select(None)
+            .map_or(SeriesRef::Unmatched, |l| SeriesRef::NoRoute(l.id));
+        active.series.get(series).record(404);
         return None;
+    };
+    // Sessions count into the rule's request series (2xx opened, 5xx refused).
+    let refused = |slot: usize| {
+        active
+            .series
+            .get(SeriesRef::Rule(rule.id, slot))
+            .record(503);
+        None
+    };
+    let Some(i) = pick_weighted(rule.backends.iter().map(|b| b.weight), worker.random()) else {
+        return refused(rule.backends.len());
+    };
+    let BackendTarget::Backend(backend) = rule.backends[i].target else {
+        return refused(i);
     };
     let endpoints = &table.backend(backend).endpoints;
     if endpoints.is_empty() {
-        return None;
+        return refused(i);
     }
     let endpoint = endpoints[worker.next_endpoint(backend, endpoints.len())];
     let local: IpAddr = match endpoint {
@@ -117,13 +133,14 @@ async fn open_session(
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(worker = worker.id, error = %e, "cannot open a udp upstream socket");
-            return None;
+            return refused(i);
         }
     };
     if let Err(e) = upstream.connect(endpoint).await {
         tracing::debug!(worker = worker.id, %endpoint, error = %e, "udp connect failed");
-        return None;
+        return refused(i);
     }
+    active.series.get(SeriesRef::Rule(rule.id, i)).record(200);
     let upstream = Rc::new(upstream);
     let activity = Rc::new(Cell::new(Instant::now()));
     sessions.borrow_mut().insert(

@@ -457,7 +457,7 @@ fn l4_routes_forward_streams_and_datagrams(driver: Driver) {
         l4_route("TLSRoute", "term", "l4", &["term.example.com"], "counter"),
         l4_route("UDPRoute", "udp", "l4", &[], "udp-backend"),
     ]);
-    let _gw = Gateway::start(driver, &[("config.yaml", config)]);
+    let gw = Gateway::start(driver, &[("config.yaml", config)]);
 
     // TCP: the client's half-close reaches the backend, whose answer still
     // comes back.
@@ -529,6 +529,20 @@ fn l4_routes_forward_streams_and_datagrams(driver: Driver) {
         });
         assert_eq!(reply, format!("echo:client-{i}"));
     }
+
+    // Connections and UDP sessions count into their routes' series.
+    let (_, body) = gw.admin_get("/metrics").unwrap();
+    let samples = shardgate_tests::prom::parse(&body);
+    let count = |route: &str, code: &str| {
+        shardgate_tests::prom::sum(
+            &samples,
+            "shardgate_requests_total",
+            &[("route", route), ("code", code)],
+        )
+    };
+    assert!(count("tls/tcp", "2xx") >= 1.0, "TCP connections counted");
+    assert_eq!(count("tls/pass", "2xx"), 1.0, "one passthrough connection");
+    assert!(count("tls/udp", "2xx") >= 2.0, "one session per UDP client");
 }
 
 on_both_drivers!(
