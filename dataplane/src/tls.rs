@@ -160,6 +160,9 @@ fn build(
         // h2 joins when HTTP/2 is served.
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
     }
+    // rustls lists its suites strongest first; prefer that order to the
+    // client's.
+    config.ignore_client_order = true;
     config.ticketer = Arc::clone(&shared.ticketer);
     config.session_storage = Arc::clone(&shared.sessions);
     Arc::new(config)
