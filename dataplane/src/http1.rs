@@ -104,18 +104,32 @@ enum HeadRead {
     Complete,
     Closed,
     Failed(Failure),
+    /// The connection opened with the HTTP/2 preface.
+    Http2,
+}
+
+/// Serves one HTTP/2 stream (as its one HTTP/1.1 exchange).
+pub(crate) async fn serve_stream(
+    worker: Rc<Worker>,
+    exchange: crate::h2::Exchange,
+    peer: SocketAddr,
+    key: BindKey,
+    tls: Option<TlsSession>,
+) {
+    serve(worker, exchange, peer, key, tls, false).await;
 }
 
 /// Serves one downstream connection to its end (`tls` when the stream is
-/// TLS terminated here).
+/// TLS terminated here). With `h2_preface`, a connection that opens with
+/// the HTTP/2 preface is handed back with the bytes read so far.
 pub(crate) async fn serve<S: Stream>(
     worker: Rc<Worker>,
     stream: S,
     peer: SocketAddr,
     key: BindKey,
     tls: Option<TlsSession>,
-) {
-    let _guard = worker.connection_opened();
+    h2_preface: bool,
+) -> Option<(S, Vec<u8>)> {
     let mut conn = Conn {
         stream,
         tls,
@@ -131,16 +145,19 @@ pub(crate) async fn serve<S: Stream>(
         tx: 0,
         log_request: Vec::new(),
     };
+    let mut first = h2_preface;
     loop {
         conn.rx = 0;
         conn.tx = 0;
         conn.log_request.clear();
         conn.cors_response.clear();
-        let (read, started) = read_head(&worker, &mut conn).await;
+        let (read, started) = read_head(&worker, &mut conn, first).await;
+        first = false;
         let active = worker.active();
         match read {
             HeadRead::Complete => {}
-            HeadRead::Closed => return,
+            HeadRead::Closed => return None,
+            HeadRead::Http2 => return Some((conn.stream, conn.buf)),
             HeadRead::Failed(f) => {
                 answer_local(&worker, &mut conn, f, true).await;
                 let outcome = Outcome::local(false, f.status());
@@ -152,7 +169,7 @@ pub(crate) async fn serve<S: Stream>(
                     &outcome,
                     started,
                 );
-                return;
+                return None;
             }
         }
         let (mut outcome, series) = handle(&worker, &mut conn, key, active.as_deref()).await;
@@ -160,11 +177,15 @@ pub(crate) async fn serve<S: Stream>(
         if let Some(up) = outcome.upgraded.take() {
             // Switched protocols (WebSocket): bytes flow both ways as they are.
             drop(active);
-            crate::l4::splice(&worker, conn.stream, up.stream).await;
-            return;
+            if let (Some(raw), crate::pool::UpstreamIo::Tcp(tcp)) =
+                (conn.stream.into_raw(), up.stream)
+            {
+                crate::l4::splice(&worker, raw, tcp).await;
+            }
+            return None;
         }
         if !outcome.keep_alive {
-            return;
+            return None;
         }
     }
 }
@@ -228,9 +249,13 @@ fn record<S: Stream>(
 
 /// Reads until `conn.buf` starts with a complete request head. Returns
 /// when the head's first byte arrived (the request's start).
-async fn read_head<S: Stream>(worker: &Worker, conn: &mut Conn<S>) -> (HeadRead, Instant) {
+async fn read_head<S: Stream>(
+    worker: &Worker,
+    conn: &mut Conn<S>,
+    h2_preface: bool,
+) -> (HeadRead, Instant) {
     let mut first_byte: Option<Instant> = None;
-    let result = read_head_inner(worker, conn, &mut first_byte).await;
+    let result = read_head_inner(worker, conn, &mut first_byte, h2_preface).await;
     (result, first_byte.unwrap_or_else(Instant::now))
 }
 
@@ -238,9 +263,18 @@ async fn read_head_inner<S: Stream>(
     worker: &Worker,
     conn: &mut Conn<S>,
     first_byte: &mut Option<Instant>,
+    h2_preface: bool,
 ) -> HeadRead {
     loop {
-        if !conn.buf.is_empty() {
+        let preface = if h2_preface && !conn.buf.is_empty() {
+            crate::h2::preface(&conn.buf)
+        } else {
+            None
+        };
+        if preface == Some(true) {
+            return HeadRead::Http2;
+        }
+        if !conn.buf.is_empty() && preface.is_none() {
             first_byte.get_or_insert_with(Instant::now);
             match parse_request(&conn.buf, &mut conn.head) {
                 Ok(true) => return HeadRead::Complete,

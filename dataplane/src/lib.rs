@@ -20,6 +20,8 @@
 
 pub mod access_log;
 pub mod admin;
+mod h2;
+mod h2c;
 mod http1;
 mod l4;
 mod listener;
@@ -35,5 +37,6 @@ mod transfer;
 mod udp;
 mod worker;
 
+pub use h2::H2Limits;
 pub use runtime::{IoDriver, WorkerConfig};
 pub use shared::Shared;

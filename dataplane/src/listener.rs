@@ -2,6 +2,7 @@
 //! worker, so the kernel spreads connections across cores with no shared
 //! accept queue.
 
+use crate::h2;
 use crate::http1::{self, TlsSession};
 use crate::l4;
 use crate::stop::Stop;
@@ -56,7 +57,7 @@ pub(crate) async fn accept_loop(
                 let worker = Rc::clone(&worker);
                 match protocol {
                     Some(ListenerProtocol::Http) | None => {
-                        monoio::spawn(http1::serve(worker, stream, peer, key, None));
+                        monoio::spawn(serve_http(worker, stream, peer, key));
                     }
                     Some(ListenerProtocol::Https) => {
                         monoio::spawn(serve_https(worker, stream, peer, key));
@@ -75,9 +76,21 @@ pub(crate) async fn accept_loop(
     }
 }
 
+/// Cleartext HTTP/1.1, or HTTP/2 with prior knowledge (told apart by the
+/// connection preface).
+async fn serve_http(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr, key: BindKey) {
+    let _guard = worker.connection_opened();
+    let h2 = http1::serve(Rc::clone(&worker), stream, peer, key, None, true).await;
+    if let Some((stream, prefix)) = h2 {
+        h2::serve(worker, stream, prefix, peer, key, None).await;
+    }
+}
+
 /// HTTPS: the SNI picks the listener and so its certificate; after the
-/// handshake the connection is served as HTTP/1.1, pinned to that listener.
+/// handshake the connection is served as HTTP/2 (ALPN h2) or HTTP/1.1,
+/// pinned to that listener.
 async fn serve_https(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr, key: BindKey) {
+    let _guard = worker.connection_opened();
     let sni = match peek_sni(&stream, worker.cfg.header_timeout).await {
         Ok(sni) => sni,
         Err(e) => {
@@ -104,7 +117,11 @@ async fn serve_https(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr, ke
     match monoio::time::timeout(worker.cfg.header_timeout, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => {
             worker.metrics().tls_handshakes.inc();
-            http1::serve(worker, tls, peer, key, Some(TlsSession { sni })).await;
+            if tls.alpn_protocol().as_deref() == Some(b"h2") {
+                h2::serve(worker, tls, Vec::new(), peer, key, Some(sni)).await;
+            } else {
+                http1::serve(worker, tls, peer, key, Some(TlsSession { sni }), false).await;
+            }
         }
         Ok(Err(e)) => {
             worker.metrics().tls_failures.inc();

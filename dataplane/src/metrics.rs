@@ -224,6 +224,9 @@ pub struct WorkerMetrics {
     pub tls_handshakes: Counter,
     /// TLS handshakes failed.
     pub tls_failures: Counter,
+    /// HTTP/2 connections closed for abuse (protocol violations, reset
+    /// floods, excess streams).
+    pub h2_abuse: Counter,
     /// Snapshots applied.
     pub snapshots_applied: Counter,
     /// Snapshots rejected.

@@ -1,9 +1,12 @@
 //! The per-worker upstream connection pool: idle HTTP/1.1 keep-alive
 //! connections by endpoint, most recently used first.
 
+use crate::h2c::{H2Clients, H2Exchange};
+use crate::transfer::Io;
 use monoio::net::TcpStream;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -14,9 +17,34 @@ const MAX_IDLE_AGE: Duration = Duration::from_secs(30);
 /// Initial size of an upstream read buffer.
 const BUF_SIZE: usize = 16 * 1024;
 
+/// How bytes reach an upstream: its own TCP connection (HTTP/1.1), or a
+/// stream of the worker's HTTP/2 connection to it (h2c).
+pub(crate) enum UpstreamIo {
+    /// HTTP/1.1 over TCP.
+    Tcp(TcpStream),
+    /// One h2c stream, spoken to as HTTP/1.1.
+    H2(Box<H2Exchange>),
+}
+
+impl Io for UpstreamIo {
+    async fn read_more(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        match self {
+            Self::Tcp(s) => s.read_more(buf).await,
+            Self::H2(s) => s.read_more(buf).await,
+        }
+    }
+
+    async fn write_prefix(&mut self, buf: &mut Vec<u8>, n: usize) -> io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.write_prefix(buf, n).await,
+            Self::H2(s) => s.write_prefix(buf, n).await,
+        }
+    }
+}
+
 /// A connection to one upstream endpoint, with its read buffer.
 pub(crate) struct Upstream {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: UpstreamIo,
     pub(crate) buf: Vec<u8>,
     pub(crate) addr: SocketAddr,
     /// Taken from the pool (may have been closed by the server meanwhile).
@@ -33,13 +61,34 @@ impl Upstream {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
                 Ok(Self {
-                    stream,
+                    stream: UpstreamIo::Tcp(stream),
                     buf: Vec::with_capacity(BUF_SIZE),
                     addr,
                     reused: false,
                     idle_since: Instant::now(),
                 })
             }
+        }
+    }
+}
+
+impl Upstream {
+    /// A new stream on the worker's h2c connection to `addr`.
+    pub(crate) async fn h2c(
+        clients: &H2Clients,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<Self, ConnectError> {
+        match clients.ready(addr, timeout).await {
+            Ok(handle) => Ok(Self {
+                stream: UpstreamIo::H2(Box::new(H2Exchange::new(handle))),
+                buf: Vec::with_capacity(BUF_SIZE),
+                addr,
+                reused: false,
+                idle_since: Instant::now(),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(ConnectError::Timeout),
+            Err(_) => Err(ConnectError::Failed),
         }
     }
 }
@@ -80,8 +129,12 @@ impl Pool {
         None
     }
 
-    /// Returns a connection whose last exchange completed cleanly.
+    /// Returns a connection whose last exchange completed cleanly (an h2c
+    /// stream is done for good and is not kept).
     pub(crate) fn put(&self, mut up: Upstream) {
+        if matches!(up.stream, UpstreamIo::H2(_)) {
+            return;
+        }
         up.buf.clear();
         up.idle_since = Instant::now();
         let mut idle = self.idle.borrow_mut();

@@ -19,8 +19,9 @@
 //! proxy itself just before it streams the body, and not forwarded.
 
 use crate::http1::{answer_local, Conn, Outcome, CLIENT_CLOSED};
-use crate::pool::{ConnectError, Upstream};
+use crate::pool::{ConnectError, Upstream, UpstreamIo};
 use crate::respond::{reason, Failure};
+use crate::transfer::Io as _;
 use crate::transfer::{copy_body, read_more, write_all, CopyError, Framing, Stream};
 use crate::worker::Worker;
 use monoio::io::AsyncWriteRentExt;
@@ -28,7 +29,9 @@ use shardgate_core::http1::{
     parse_response, BodyKind, ChunkedDecoder, HeaderSpan, RequestHead, ResponseHead,
 };
 use shardgate_core::route::modify_path;
-use shardgate_core::{Filters, HeaderModifier, Mirror, Retry, Rewrite, RouteTable, Timeouts};
+use shardgate_core::{
+    AppProtocol, Filters, HeaderModifier, Mirror, Retry, Rewrite, RouteTable, Timeouts,
+};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -118,7 +121,8 @@ pub(crate) async fn forward<S: Stream>(
                 let b = table.backend(m.backend);
                 if !b.endpoints.is_empty() {
                     let e = b.endpoints[worker.next_endpoint(m.backend, b.endpoints.len())];
-                    monoio::spawn(mirror(Rc::clone(worker), e, request.clone()));
+                    let h2c = b.protocol == AppProtocol::H2c;
+                    monoio::spawn(mirror(Rc::clone(worker), e, h2c, request.clone()));
                 }
             }
         }
@@ -137,8 +141,11 @@ pub(crate) async fn forward<S: Stream>(
         0
     };
     let mut endpoint = first_endpoint;
-    let pool_entry = if upgrade.is_some() {
-        None // an upgraded connection is never returned, so never borrow one
+    let h2c = table.backend(backend).protocol == AppProtocol::H2c;
+    let pool_entry = if upgrade.is_some() || h2c {
+        // An upgraded connection is never returned, so never borrow one;
+        // h2c backends multiplex on their own connection.
+        None
     } else {
         worker.pool.take(endpoint)
     };
@@ -171,7 +178,7 @@ pub(crate) async fn forward<S: Stream>(
         };
         let mut up = match pooled.take() {
             Some(up) => up,
-            None => match connect(worker, endpoint).await {
+            None => match connect(worker, endpoint, h2c).await {
                 Ok(up) => up,
                 Err(f) => {
                     if let Some(pause) = retry_now(&mut retries_left) {
@@ -430,8 +437,12 @@ fn next_endpoint(worker: &Worker, table: &RouteTable, backend: u32) -> SocketAdd
     b.endpoints[worker.next_endpoint(backend, b.endpoints.len())]
 }
 
-async fn connect(worker: &Worker, endpoint: SocketAddr) -> Result<Upstream, Failure> {
-    let result = Upstream::connect(endpoint, worker.cfg.connect_timeout).await;
+async fn connect(worker: &Worker, endpoint: SocketAddr, h2c: bool) -> Result<Upstream, Failure> {
+    let result = if h2c {
+        Upstream::h2c(&worker.h2c, endpoint, worker.cfg.connect_timeout).await
+    } else {
+        Upstream::connect(endpoint, worker.cfg.connect_timeout).await
+    };
     match result {
         Ok(up) => {
             worker.metrics().upstream_connects.inc();
@@ -465,10 +476,19 @@ async fn fail<S: Stream>(
 
 /// Writes the whole request, keeping its bytes for a possible replay.
 async fn write_keep(up: &mut Upstream, request: &mut Vec<u8>) -> bool {
-    let b = std::mem::take(request);
-    let (result, b) = up.stream.write_all(b).await;
-    *request = b;
-    result.is_ok()
+    match &mut up.stream {
+        UpstreamIo::Tcp(s) => {
+            let b = std::mem::take(request);
+            let (result, b) = s.write_all(b).await;
+            *request = b;
+            result.is_ok()
+        }
+        UpstreamIo::H2(s) => {
+            let mut copy = request.clone();
+            let n = copy.len();
+            s.write_prefix(&mut copy, n).await.is_ok()
+        }
+    }
 }
 
 async fn read_response_head(
@@ -740,8 +760,8 @@ fn write_response_head(
 
 /// Sends a copy of a request to a mirror endpoint and discards the answer.
 /// Runs as its own task: a slow or dead mirror never delays the response.
-async fn mirror(worker: Rc<Worker>, endpoint: SocketAddr, mut request: Vec<u8>) {
-    let Ok(mut up) = connect(&worker, endpoint).await else {
+async fn mirror(worker: Rc<Worker>, endpoint: SocketAddr, h2c: bool, mut request: Vec<u8>) {
+    let Ok(mut up) = connect(&worker, endpoint, h2c).await else {
         return;
     };
     if write_all(&mut up.stream, &mut request).await.is_err() {

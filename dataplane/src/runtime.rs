@@ -53,6 +53,8 @@ pub struct WorkerConfig {
     pub udp_idle_timeout: Duration,
     /// Access-log writer, when enabled.
     pub access_log: Option<crate::access_log::Sink>,
+    /// HTTP/2 limits.
+    pub h2: crate::h2::H2Limits,
 }
 
 impl Default for WorkerConfig {
@@ -72,6 +74,7 @@ impl Default for WorkerConfig {
             stream_idle_timeout: Duration::from_secs(3600),
             udp_idle_timeout: Duration::from_secs(60),
             access_log: None,
+            h2: crate::h2::H2Limits::default(),
         }
     }
 }

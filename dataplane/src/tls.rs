@@ -157,8 +157,7 @@ fn build(
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(ListenerCerts(keys)));
     if protocol == ListenerProtocol::Https {
-        // h2 joins when HTTP/2 is served.
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     }
     // rustls lists its suites strongest first; prefer that order to the
     // client's.

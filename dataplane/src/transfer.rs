@@ -3,55 +3,82 @@
 //! between two connections without ever holding a whole body.
 
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Split};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Split, Splitable};
 use shardgate_core::http1::{ChunkedDecoder, InvalidChunk};
+use std::future::Future;
 use std::io;
 use std::time::Duration;
 
-/// A downstream byte stream: a TCP connection, or TLS over one. Splittable
-/// into read and write halves for protocols that switch to a raw stream.
-pub(crate) trait Stream: AsyncReadRent + AsyncWriteRent + Split {}
+/// Something that moves bytes in and out of `Vec<u8>` buffers: a socket
+/// (TCP, TLS), or one HTTP/2 stream seen as an HTTP/1.1 exchange.
+pub(crate) trait Io {
+    /// Reads more bytes onto the end of `buf`; `Ok(0)` is end of stream.
+    fn read_more(&mut self, buf: &mut Vec<u8>) -> impl Future<Output = io::Result<usize>>;
 
-impl<S: AsyncReadRent + AsyncWriteRent + Split> Stream for S {}
+    /// Writes `buf[..n]` and removes it from `buf`, keeping what follows.
+    fn write_prefix(&mut self, buf: &mut Vec<u8>, n: usize)
+        -> impl Future<Output = io::Result<()>>;
+}
+
+/// A downstream connection's stream. A raw byte stream can be handed over
+/// whole when the protocol switches (WebSocket); an HTTP/2 stream cannot.
+pub(crate) trait Stream: Io + Sized {
+    /// The raw stream.
+    type Raw: Splitable<OwnedRead: AsyncReadRent, OwnedWrite: AsyncWriteRent>;
+
+    /// The raw stream, if this is one.
+    fn into_raw(self) -> Option<Self::Raw>;
+}
+
+impl<S: AsyncReadRent + AsyncWriteRent> Io for S {
+    /// If the future is dropped mid-read, `buf` is left empty (the
+    /// connection is being abandoned anyway).
+    async fn read_more(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        let b = std::mem::take(buf);
+        let len = b.len();
+        let (result, slice) = self.read(b.slice_mut(len..)).await;
+        *buf = slice.into_inner();
+        result
+    }
+
+    async fn write_prefix(&mut self, buf: &mut Vec<u8>, n: usize) -> io::Result<()> {
+        let b = std::mem::take(buf);
+        let (result, slice) = self.write_all(b.slice(..n)).await;
+        *buf = slice.into_inner();
+        result?;
+        buf.drain(..n);
+        Ok(())
+    }
+}
+
+impl<S: AsyncReadRent + AsyncWriteRent + Split> Stream for S {
+    type Raw = S;
+
+    fn into_raw(self) -> Option<S> {
+        Some(self)
+    }
+}
 
 /// Read size floor: always offer the kernel at least this much room.
 pub(crate) const READ_CHUNK: usize = 16 * 1024;
 
-/// Reads more bytes onto the end of `buf`; `Ok(0)` is end of stream. If the
-/// future is dropped mid-read, `buf` is left empty (the connection is being
-/// abandoned anyway).
-pub(crate) async fn read_more<S: AsyncReadRent>(s: &mut S, buf: &mut Vec<u8>) -> io::Result<usize> {
-    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-        buf.reserve(READ_CHUNK);
-    }
-    let b = std::mem::take(buf);
-    let len = b.len();
-    let (result, slice) = s.read(b.slice_mut(len..)).await;
-    *buf = slice.into_inner();
-    result
+/// Reads more bytes onto the end of `buf`; `Ok(0)` is end of stream.
+pub(crate) async fn read_more<S: Io>(s: &mut S, buf: &mut Vec<u8>) -> io::Result<usize> {
+    s.read_more(buf).await
 }
 
 /// Writes `buf[..n]` and removes it from `buf`, keeping what follows.
-pub(crate) async fn write_prefix<S: AsyncWriteRent>(
-    s: &mut S,
-    buf: &mut Vec<u8>,
-    n: usize,
-) -> io::Result<()> {
-    let b = std::mem::take(buf);
-    let (result, slice) = s.write_all(b.slice(..n)).await;
-    *buf = slice.into_inner();
-    result?;
-    buf.drain(..n);
-    Ok(())
+pub(crate) async fn write_prefix<S: Io>(s: &mut S, buf: &mut Vec<u8>, n: usize) -> io::Result<()> {
+    s.write_prefix(buf, n).await
 }
 
-/// Writes all of `buf`, keeping the buffer (cleared) for reuse.
-pub(crate) async fn write_all<S: AsyncWriteRent>(s: &mut S, buf: &mut Vec<u8>) -> io::Result<()> {
-    let b = std::mem::take(buf);
-    let (result, mut b) = s.write_all(b).await;
-    b.clear();
-    *buf = b;
-    result.map(|_| ())
+/// Writes all of `buf`, leaving it empty for reuse.
+pub(crate) async fn write_all<S: Io>(s: &mut S, buf: &mut Vec<u8>) -> io::Result<()> {
+    let n = buf.len();
+    s.write_prefix(buf, n).await
 }
 
 /// How a body ends.
@@ -89,7 +116,7 @@ pub(crate) struct Moved {
 /// Streams a body from `src` to `dst`. `buf` holds bytes already read from
 /// `src`; on success, bytes past the body's end stay in it (a pipelined next
 /// message).
-pub(crate) async fn copy_body<R: AsyncReadRent, W: AsyncWriteRent>(
+pub(crate) async fn copy_body<R: Io, W: Io>(
     src: &mut R,
     buf: &mut Vec<u8>,
     dst: &mut W,

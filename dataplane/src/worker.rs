@@ -145,6 +145,8 @@ pub(crate) struct Worker {
     listeners: RefCell<HashMap<BindKey, Stop>>,
     failed_binds: RefCell<Vec<BindKey>>,
     pub(crate) pool: Pool,
+    /// HTTP/2 connections to h2c backends.
+    pub(crate) h2c: crate::h2c::H2Clients,
     rng: Cell<u64>,
     round_robin: RefCell<Vec<u32>>,
     /// Fired when the worker drains.
@@ -230,6 +232,7 @@ pub(crate) async fn run(id: usize, cfg: Arc<WorkerConfig>, shared: Arc<Shared>) 
     let worker = Rc::new(Worker {
         id,
         pool: Pool::new(cfg.pool_max_idle),
+        h2c: crate::h2c::H2Clients::default(),
         access_log: cfg.access_log.clone().map(AccessLog::new),
         cfg,
         shared,

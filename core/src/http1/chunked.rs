@@ -74,6 +74,27 @@ impl ChunkedDecoder {
     /// Consumes bytes of `input` that belong to the body and returns how many;
     /// stops at the end of the body, so leftover bytes are the next message.
     pub fn advance(&mut self, input: &[u8]) -> Result<usize, InvalidChunk> {
+        self.walk(input, None)
+    }
+
+    /// As [`Self::advance`], and also appends the chunk data to `data` and
+    /// the trailer field lines (`name: value\r\n` each) to `trailers`: the
+    /// body without its framing, for a hop that frames bodies otherwise
+    /// (HTTP/2).
+    pub fn decode(
+        &mut self,
+        input: &[u8],
+        data: &mut Vec<u8>,
+        trailers: &mut Vec<u8>,
+    ) -> Result<usize, InvalidChunk> {
+        self.walk(input, Some((data, trailers)))
+    }
+
+    fn walk(
+        &mut self,
+        input: &[u8],
+        mut sink: Option<(&mut Vec<u8>, &mut Vec<u8>)>,
+    ) -> Result<usize, InvalidChunk> {
         let mut i = 0;
         while i < input.len() {
             match self.state {
@@ -81,6 +102,9 @@ impl ChunkedDecoder {
                 State::Data => {
                     let take =
                         (input.len() - i).min(self.remaining.min(usize::MAX as u64) as usize);
+                    if let Some((data, _)) = sink.as_mut() {
+                        data.extend_from_slice(&input[i..i + take]);
+                    }
                     i += take;
                     self.remaining -= take as u64;
                     if self.remaining == 0 {
@@ -92,6 +116,14 @@ impl ChunkedDecoder {
             }
             let b = input[i];
             i += 1;
+            let in_trailer = match self.state {
+                State::TrailerLine | State::TrailerLf => true,
+                State::TrailerStart => b != b'\r',
+                _ => false,
+            };
+            if let (true, Some((_, trailers))) = (in_trailer, sink.as_mut()) {
+                trailers.push(b);
+            }
             self.state = match self.state {
                 State::Size { digits } => match hex(b) {
                     Some(d) => {
@@ -200,6 +232,24 @@ mod tests {
         let mut d = ChunkedDecoder::new();
         assert_eq!(d.advance(&body).unwrap(), end);
         assert!(d.is_done());
+    }
+
+    #[test]
+    fn decode_strips_the_framing_and_keeps_trailers() {
+        let body = encode(&[b"hello", b" world"], "X-T: 1\r\ngrpc-status: 0\r\n");
+        let (mut data, mut trailers) = (Vec::new(), Vec::new());
+        let mut d = ChunkedDecoder::new();
+        // Byte by byte: every split point must give the same result.
+        for b in &body {
+            assert_eq!(
+                d.decode(std::slice::from_ref(b), &mut data, &mut trailers)
+                    .unwrap(),
+                1
+            );
+        }
+        assert!(d.is_done());
+        assert_eq!(data, b"hello world");
+        assert_eq!(trailers, b"X-T: 1\r\ngrpc-status: 0\r\n");
     }
 
     #[test]

@@ -211,6 +211,10 @@ pub fn render(shared: &Shared) -> String {
         names::TLS_FAILURES,
         vec![(vec![], sum(&|m| &m.tls_failures))],
     ));
+    families.push(counter(
+        names::H2_ABUSE,
+        vec![(vec![], sum(&|m| &m.h2_abuse))],
+    ));
     families.push(gauge(
         names::SNAPSHOT_GENERATION,
         workers

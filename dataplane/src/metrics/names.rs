@@ -63,6 +63,10 @@ pub const TLS_FAILURES: Name = (
     "shardgate_tls_handshake_failures_total",
     "TLS handshakes that failed.",
 );
+pub const H2_ABUSE: Name = (
+    "shardgate_h2_connections_closed_for_abuse_total",
+    "HTTP/2 connections closed with GOAWAY for protocol violations or reset floods.",
+);
 pub const SNAPSHOT_GENERATION: Name = (
     "shardgate_snapshot_generation",
     "Snapshot generation in force, by worker.",
