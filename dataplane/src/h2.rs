@@ -58,8 +58,10 @@ pub struct H2Limits {
     pub stream_window: u32,
     /// Connection flow-control window.
     pub connection_window: u32,
-    /// Streams reset by the peer before being accepted, at most, before
-    /// the connection is closed (rapid reset).
+    /// Streams the peer may reset before we start serving them, per
+    /// [`RESET_WINDOW`]; beyond that the connection is closed with GOAWAY
+    /// (rapid reset, CVE-2023-44487). Also the `h2` crate's cap on reset
+    /// streams queued for accept.
     pub max_pending_resets: usize,
     /// Streams we reset for the peer's protocol errors, at most.
     pub max_error_resets: usize,
@@ -73,11 +75,14 @@ impl Default for H2Limits {
             header_table_size: 4096,
             stream_window: 1024 * 1024,
             connection_window: 4 * 1024 * 1024,
-            max_pending_resets: 50,
+            max_pending_resets: 100,
             max_error_resets: 200,
         }
     }
 }
+
+/// The interval [`H2Limits::max_pending_resets`] counts over.
+pub const RESET_WINDOW: Duration = Duration::from_secs(10);
 
 /// Serves one HTTP/2 connection: `io` after the TLS handshake (ALPN h2), or
 /// a cleartext connection whose first bytes, already read, are `prefix`.
@@ -115,6 +120,7 @@ pub(crate) async fn serve<T>(
         Err(_) => return,
     };
     let open = Rc::new(Cell::new(0usize));
+    let mut resets = (std::time::Instant::now(), 0usize);
     loop {
         // Only a connection without open streams can idle out.
         let idle = if open.get() == 0 {
@@ -137,7 +143,9 @@ pub(crate) async fn serve<T>(
             Err(_) => continue,
             Ok(None) => break,
             Ok(Some(Err(e))) => {
-                if e.is_go_away() || e.is_io() {
+                // The peer's GOAWAY or a broken socket is an ordinary end; a
+                // GOAWAY or error of ours is the peer breaking the rules.
+                if e.is_io() || (e.is_go_away() && e.is_remote()) {
                     tracing::debug!(%peer, error = %e, "h2 connection ended");
                 } else {
                     worker.metrics().h2_abuse.inc();
@@ -145,7 +153,23 @@ pub(crate) async fn serve<T>(
                 }
                 break;
             }
-            Ok(Some(Ok((req, respond)))) => {
+            Ok(Some(Ok((req, mut respond)))) => {
+                // A stream the client already cancelled is not served; many
+                // of them in a row is the rapid-reset attack.
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                if let Poll::Ready(Ok(_)) = respond.poll_reset(&mut cx) {
+                    if resets.0.elapsed() > RESET_WINDOW {
+                        resets = (std::time::Instant::now(), 0);
+                    }
+                    resets.1 += 1;
+                    if resets.1 > limits.max_pending_resets {
+                        worker.metrics().h2_abuse.inc();
+                        tracing::info!(%peer, resets = resets.1, "h2 connection closed: too many reset streams");
+                        conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                        break;
+                    }
+                    continue;
+                }
                 open.set(open.get() + 1);
                 let guard = OpenStream(Rc::clone(&open));
                 let tls = sni.clone().map(|sni| TlsSession { sni });

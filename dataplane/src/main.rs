@@ -5,7 +5,7 @@
 use clap::Parser;
 use shardgate_core::logging::{self, LogFormat};
 use shardgate_dataplane::runtime::{resolve_driver, spawn_workers};
-use shardgate_dataplane::{access_log, admin, IoDriver, Shared, WorkerConfig};
+use shardgate_dataplane::{access_log, admin, H2Limits, IoDriver, Shared, WorkerConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -58,6 +58,26 @@ struct Args {
     /// Seconds a UDP client's session lives without a datagram either way.
     #[arg(long, default_value_t = 60)]
     udp_idle_timeout_secs: u64,
+    /// HTTP/2: streams a client may have open at once.
+    #[arg(long, default_value_t = 256)]
+    h2_max_concurrent_streams: u32,
+    /// HTTP/2: per-stream flow-control window, bytes.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    h2_stream_window: u32,
+    /// HTTP/2: connection flow-control window, bytes.
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    h2_connection_window: u32,
+    /// HTTP/2: HPACK dynamic table size, bytes.
+    #[arg(long, default_value_t = 4096)]
+    h2_header_table_size: u32,
+    /// HTTP/2: streams the client may cancel before they are served, per
+    /// 10 s (rapid reset); beyond this the connection is closed with GOAWAY.
+    #[arg(long, default_value_t = 100)]
+    h2_max_pending_resets: usize,
+    /// HTTP/2: streams we may reset for the client's errors before closing
+    /// the connection with GOAWAY.
+    #[arg(long, default_value_t = 200)]
+    h2_max_error_resets: usize,
     /// Milliseconds between checks for a new snapshot.
     #[arg(long, default_value_t = 5)]
     poll_ms: u64,
@@ -136,6 +156,16 @@ fn run(args: Args) -> Result<(), String> {
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
         stream_idle_timeout: Duration::from_secs(args.stream_idle_timeout_secs),
         udp_idle_timeout: Duration::from_secs(args.udp_idle_timeout_secs),
+        h2: H2Limits {
+            max_concurrent_streams: args.h2_max_concurrent_streams,
+            // The HTTP/1.1 head limit bounds HTTP/2 header lists too.
+            max_header_list_size: u32::try_from(args.max_header_bytes).unwrap_or(u32::MAX),
+            header_table_size: args.h2_header_table_size,
+            stream_window: args.h2_stream_window,
+            connection_window: args.h2_connection_window,
+            max_pending_resets: args.h2_max_pending_resets,
+            max_error_resets: args.h2_max_error_resets,
+        },
         ..WorkerConfig::default()
     });
     let shared = Arc::new(Shared::new(workers).map_err(|e| format!("cannot set up TLS: {e}"))?);
