@@ -10,6 +10,7 @@ use gateway_api::experimental::tcproutes::TcpRoute;
 use gateway_api::experimental::udproutes::UdpRoute;
 use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
+use gateway_api::grpcroutes::GrpcRoute;
 use gateway_api::referencegrants::ReferenceGrant;
 use gateway_api::tlsroutes::TlsRoute;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
@@ -29,6 +30,8 @@ pub enum Object {
     Gateway(Gateway),
     /// gateway.networking.k8s.io HTTPRoute.
     HttpRoute(HttpRoute),
+    /// gateway.networking.k8s.io GRPCRoute.
+    GrpcRoute(GrpcRoute),
     /// gateway.networking.k8s.io TLSRoute.
     TlsRoute(TlsRoute),
     /// gateway.networking.k8s.io TCPRoute.
@@ -48,10 +51,11 @@ pub enum Object {
 }
 
 /// The kinds the store holds, by their Kubernetes `kind`.
-pub const KINDS: [&str; 11] = [
+pub const KINDS: [&str; 12] = [
     "GatewayClass",
     "Gateway",
     "HTTPRoute",
+    "GRPCRoute",
     "TLSRoute",
     "TCPRoute",
     "UDPRoute",
@@ -71,6 +75,8 @@ pub struct Store {
     pub gateways: BTreeMap<Key, Gateway>,
     /// HTTPRoutes.
     pub http_routes: BTreeMap<Key, HttpRoute>,
+    /// GRPCRoutes.
+    pub grpc_routes: BTreeMap<Key, GrpcRoute>,
     /// TLSRoutes.
     pub tls_routes: BTreeMap<Key, TlsRoute>,
     /// TCPRoutes.
@@ -112,6 +118,9 @@ impl Store {
             }
             Object::HttpRoute(o) => {
                 self.http_routes.insert(key(&o.metadata), o);
+            }
+            Object::GrpcRoute(o) => {
+                self.grpc_routes.insert(key(&o.metadata), o);
             }
             Object::TlsRoute(o) => {
                 self.tls_routes.insert(key(&o.metadata), o);
@@ -186,19 +195,20 @@ impl Store {
     }
 
     /// Number of objects held, by kind, for logs and metrics.
-    pub fn counts(&self) -> [(&'static str, usize); 11] {
+    pub fn counts(&self) -> [(&'static str, usize); 12] {
         [
             (KINDS[0], self.gateway_classes.len()),
             (KINDS[1], self.gateways.len()),
             (KINDS[2], self.http_routes.len()),
-            (KINDS[3], self.tls_routes.len()),
-            (KINDS[4], self.tcp_routes.len()),
-            (KINDS[5], self.udp_routes.len()),
-            (KINDS[6], self.reference_grants.len()),
-            (KINDS[7], self.namespaces.len()),
-            (KINDS[8], self.services.len()),
-            (KINDS[9], self.endpoint_slices.len()),
-            (KINDS[10], self.secrets.len()),
+            (KINDS[3], self.grpc_routes.len()),
+            (KINDS[4], self.tls_routes.len()),
+            (KINDS[5], self.tcp_routes.len()),
+            (KINDS[6], self.udp_routes.len()),
+            (KINDS[7], self.reference_grants.len()),
+            (KINDS[8], self.namespaces.len()),
+            (KINDS[9], self.services.len()),
+            (KINDS[10], self.endpoint_slices.len()),
+            (KINDS[11], self.secrets.len()),
         ]
     }
 }

@@ -13,6 +13,7 @@
 
 mod backends;
 mod filters;
+mod grpc;
 mod l4;
 mod listeners;
 #[cfg(test)]
@@ -160,6 +161,21 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
             status.routes.push(s);
         }
     }
+    resolver.set_kind("GRPCRoute");
+    for ((ns, name), route) in &store.grpc_routes {
+        if let Some(s) = grpc::attach(
+            ns,
+            name,
+            route,
+            &gateways,
+            &mut listeners,
+            store,
+            &mut resolver,
+        ) {
+            status.routes.push(s);
+        }
+    }
+    resolver.set_kind("HTTPRoute");
     for route in l4::routes(store) {
         let mut resolved = resolved_condition();
         let rules = l4::compile(&route, &mut resolver, &mut resolved);
@@ -392,7 +408,17 @@ fn attach_http_route(
         .iter()
         .flatten()
         .enumerate()
-        .map(|(ri, rule)| compile_rule(ns, name, ri as u32, rule, resolver, &mut resolved_refs))
+        .map(|(ri, rule)| {
+            compile_rule(
+                "HTTPRoute",
+                ns,
+                name,
+                ri as u32,
+                rule,
+                resolver,
+                &mut resolved_refs,
+            )
+        })
         .collect::<Result<Vec<_>, _>>()
         .map(|v| v.into_iter().flatten().collect());
     attach_route(&spec, compiled, resolved_refs, gateways, listeners, store)
@@ -554,6 +580,7 @@ fn namespace_allowed(l: &GatewayListeners, gw_ns: &str, route_ns: &str, store: &
 /// values (bad regex, bad path, bad duration) reject the whole route with
 /// `UnsupportedValue`.
 fn compile_rule(
+    kind: &str,
     ns: &str,
     name: &str,
     index: u32,
@@ -562,7 +589,7 @@ fn compile_rule(
     resolved_refs: &mut Condition,
 ) -> Result<Vec<(u32, u32, Rule)>, String> {
     let source = RouteRef {
-        kind: "HTTPRoute".to_owned(),
+        kind: kind.to_owned(),
         route: ObjectRef {
             namespace: ns.to_owned(),
             name: name.to_owned(),

@@ -17,7 +17,7 @@
 use crate::access_log::{json_str, rfc3339_now};
 use crate::metrics::Rejection;
 use crate::proxy;
-use crate::respond::{write_local, Failure};
+use crate::respond::{write_local, write_local_grpc, Failure};
 use crate::transfer::{read_more, write_all, Stream};
 use crate::worker::{Active, BindKey, SeriesRef, Worker};
 use monoio::net::TcpStream;
@@ -40,6 +40,9 @@ pub(crate) struct Conn<S = TcpStream> {
     pub(crate) stream: S,
     /// Set when TLS was terminated for this connection.
     pub(crate) tls: Option<TlsSession>,
+    /// The current request is a gRPC call (`content-type: application/grpc`):
+    /// local answers are gRPC statuses.
+    pub(crate) grpc: bool,
     /// Bytes read and not yet consumed: the current head, then body or the
     /// next pipelined request.
     pub(crate) buf: Vec<u8>,
@@ -133,6 +136,7 @@ pub(crate) async fn serve<S: Stream>(
     let mut conn = Conn {
         stream,
         tls,
+        grpc: false,
         buf: Vec::with_capacity(8 * 1024),
         out: Vec::with_capacity(1024),
         head: RequestHead::default(),
@@ -154,8 +158,14 @@ pub(crate) async fn serve<S: Stream>(
         let (read, started) = read_head(&worker, &mut conn, first).await;
         first = false;
         let active = worker.active();
+        conn.grpc = false;
         match read {
-            HeadRead::Complete => {}
+            HeadRead::Complete => {
+                conn.grpc = conn.head.headers.iter().any(|h| {
+                    h.name.get(&conn.buf).eq_ignore_ascii_case(b"content-type")
+                        && h.value.get(&conn.buf).starts_with(b"application/grpc")
+                });
+            }
             HeadRead::Closed => return None,
             HeadRead::Http2 => return Some((conn.stream, conn.buf)),
             HeadRead::Failed(f) => {
@@ -331,7 +341,11 @@ pub(crate) async fn answer_local<S: Stream>(
         worker.metrics().reject(r);
     }
     conn.out.clear();
-    write_local(&mut conn.out, failure.status(), close);
+    if conn.grpc {
+        write_local_grpc(&mut conn.out, failure.status(), close);
+    } else {
+        write_local(&mut conn.out, failure.status(), close);
+    }
     let n = conn.out.len();
     if write_all(&mut conn.stream, &mut conn.out).await.is_ok() {
         conn.sent(worker, n);

@@ -69,6 +69,14 @@ pub(crate) async fn forward<S: Stream>(
     let body = head.body.unwrap_or(BodyKind::Empty);
     let expect_continue = head.expect_continue;
     let head_len = head.len;
+    let grpc_timeout = if conn.grpc {
+        head.headers
+            .iter()
+            .find(|h| h.name.get(&conn.buf).eq_ignore_ascii_case(b"grpc-timeout"))
+            .and_then(|h| parse_grpc_timeout(h.value.get(&conn.buf)))
+    } else {
+        None
+    };
     // WebSocket (RFC 6455) is the upgrade we relay: its Upgrade and
     // Connection fields, hop-by-hop otherwise, go on to the backend. Other
     // upgrades (h2c among them) are dropped and the request served as is.
@@ -129,7 +137,10 @@ pub(crate) async fn forward<S: Stream>(
     }
 
     let metrics = worker.metrics();
-    let overall = timeouts.request.map(|t| Instant::now() + t);
+    // A gRPC client's deadline (`grpc-timeout`) bounds the exchange too:
+    // past it the answer is DEADLINE_EXCEEDED, and the backend stops work.
+    let deadline = grpc_timeout.into_iter().chain(timeouts.request).min();
+    let overall = deadline.map(|t| Instant::now() + t);
     let per_try = timeouts
         .backend_request
         .or(timeouts.request)
@@ -428,6 +439,24 @@ async fn switch_protocols<S: Stream>(
         upgraded: Some(up),
         ..outcome
     }
+}
+
+/// A `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m, u, n).
+fn parse_grpc_timeout(v: &[u8]) -> Option<Duration> {
+    let (&unit, digits) = v.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 /// The next endpoint of `backend` in this worker's round robin (the caller
@@ -776,6 +805,19 @@ async fn mirror(worker: Rc<Worker>, endpoint: SocketAddr, h2c: bool, mut request
 mod tests {
     use super::*;
     use shardgate_core::http1::parse_request;
+
+    #[test]
+    fn grpc_timeouts_parse_with_their_units() {
+        assert_eq!(parse_grpc_timeout(b"1S"), Some(Duration::from_secs(1)));
+        assert_eq!(
+            parse_grpc_timeout(b"250m"),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(parse_grpc_timeout(b"2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_grpc_timeout(b"S"), None);
+        assert_eq!(parse_grpc_timeout(b"123456789S"), None);
+        assert_eq!(parse_grpc_timeout(b"5x"), None);
+    }
 
     #[test]
     fn request_head_drops_hop_by_hop_and_adds_forwarding_fields() {

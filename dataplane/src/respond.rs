@@ -102,6 +102,41 @@ pub(crate) fn write_local(out: &mut Vec<u8>, status: u16, close: bool) {
     out.push(b'\n');
 }
 
+/// The gRPC status for an HTTP status we answer with ourselves (the
+/// mapping gRPC's own clients apply to HTTP errors, with 504 as the
+/// deadline it is).
+pub(crate) fn grpc_status(status: u16) -> (u8, &'static str) {
+    match status {
+        400 => (13, "INTERNAL"),
+        401 => (16, "UNAUTHENTICATED"),
+        403 => (7, "PERMISSION_DENIED"),
+        404 => (12, "UNIMPLEMENTED"),
+        429 | 502 | 503 => (14, "UNAVAILABLE"),
+        504 => (4, "DEADLINE_EXCEEDED"),
+        _ => (2, "UNKNOWN"),
+    }
+}
+
+/// A local answer to a gRPC call: HTTP 200 with `grpc-status` and
+/// `grpc-message` and no body, which an HTTP/2 hop sends as a trailers-only
+/// response (gRPC over HTTP/2, "Trailers-Only").
+pub(crate) fn write_local_grpc(out: &mut Vec<u8>, status: u16, close: bool) {
+    let (code, name) = grpc_status(status);
+    out.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-type: application/grpc\r\ngrpc-status: ");
+    out.extend_from_slice(itoa::Buffer::new().format(code).as_bytes());
+    out.extend_from_slice(b"\r\ngrpc-message: ");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b" (shardgate: ");
+    out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason(status).replace(' ', "%20").as_bytes());
+    out.extend_from_slice(b")\r\ncontent-length: 0\r\n");
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"server: shardgate\r\n\r\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

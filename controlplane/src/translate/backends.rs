@@ -14,8 +14,11 @@ const INVALID_BACKEND_STATUS: u16 = 500;
 /// Collects the snapshot's backends, one per (namespace, Service, port).
 pub(super) struct BackendResolver<'s> {
     store: &'s Store,
-    index: BTreeMap<(String, String, u16), u32>,
+    index: BTreeMap<(String, String, u16, bool), u32>,
     backends: Vec<Backend>,
+    /// The kind of route being resolved: the `from` of ReferenceGrants, and
+    /// for GRPCRoute, HTTP/2 to the backend whatever its appProtocol.
+    kind: &'static str,
 }
 
 impl<'s> BackendResolver<'s> {
@@ -24,7 +27,13 @@ impl<'s> BackendResolver<'s> {
             store,
             index: BTreeMap::new(),
             backends: Vec::new(),
+            kind: "HTTPRoute",
         }
+    }
+
+    /// Resolves the references of `kind` routes from now on.
+    pub(super) fn set_kind(&mut self, kind: &'static str) {
+        self.kind = kind;
     }
 
     pub(super) fn into_backends(self) -> Vec<Backend> {
@@ -50,7 +59,7 @@ impl<'s> BackendResolver<'s> {
                 let weight = u32::try_from(r.weight.unwrap_or(1)).unwrap_or(0);
                 let target = match self.resolve_ref(
                     route_ns,
-                    "HTTPRoute",
+                    self.kind,
                     r.group.as_deref().unwrap_or(""),
                     r.kind.as_deref().unwrap_or("Service"),
                     r.namespace.as_deref(),
@@ -129,7 +138,7 @@ impl<'s> BackendResolver<'s> {
         port: Option<i32>,
         resolved: &mut Condition,
     ) -> Option<u32> {
-        match self.resolve_ref(route_ns, "HTTPRoute", group, kind, namespace, name, port) {
+        match self.resolve_ref(route_ns, self.kind, group, kind, namespace, name, port) {
             Ok(i) => Some(i),
             Err((reason, message)) => {
                 if resolved.status {
@@ -188,11 +197,13 @@ impl<'s> BackendResolver<'s> {
                 format!("Service {ns}/{name} has no port {port}"),
             ));
         };
-        let key = (ns.to_owned(), name.to_owned(), port);
+        let grpc = route_kind == "GRPCRoute";
+        let key = (ns.to_owned(), name.to_owned(), port, grpc);
         if let Some(&i) = self.index.get(&key) {
             return Ok(i);
         }
         let protocol = match sp.app_protocol.as_deref() {
+            _ if grpc => AppProtocol::H2c, // gRPC is HTTP/2 only
             Some("kubernetes.io/h2c") => AppProtocol::H2c,
             Some("kubernetes.io/ws") => AppProtocol::WebSocket,
             _ => AppProtocol::Http1,

@@ -83,7 +83,7 @@ pub(super) fn listener_state(
             } else {
                 ListenerProtocol::Https
             });
-            state.kinds = vec!["HTTPRoute"];
+            state.kinds = vec!["HTTPRoute", "GRPCRoute"];
         }
         "TLS" => {
             let passthrough = l

@@ -540,3 +540,65 @@ fn supported_features_are_the_claimed_conformance_features() {
     ours.sort_unstable();
     assert_eq!(ours, claimed);
 }
+
+#[test]
+fn grpc_routes_attach_to_http_listeners_and_speak_h2c_to_backends() {
+    let yaml = r#"
+kind: GatewayClass
+metadata: {name: sg}
+spec: {controllerName: shardgate.dev/gateway-controller}
+---
+kind: Gateway
+metadata: {name: gw, namespace: ns}
+spec:
+  gatewayClassName: sg
+  listeners:
+  - {name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}
+---
+kind: Service
+metadata: {name: svc, namespace: other}
+spec: {ports: [{port: 8080}]}
+---
+kind: GRPCRoute
+metadata: {name: g, namespace: ns}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - matches: [{method: {service: pkg.Svc, method: Get}}]
+    backendRefs: [{name: svc, namespace: other, port: 8080}]
+---
+kind: ReferenceGrant
+metadata: {name: grant, namespace: other}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: ns}]
+  to: [{group: "", kind: Service}]
+"#;
+    // The grant is for HTTPRoutes only: the GRPCRoute's ref is not permitted.
+    let t = translate(&store(yaml), &opts());
+    let status = route_status(&t, "g");
+    assert_eq!(
+        reason(&status.parents[0].conditions, "ResolvedRefs"),
+        (false, "RefNotPermitted")
+    );
+    let granted = yaml.replace(
+        "kind: HTTPRoute, namespace: ns",
+        "kind: GRPCRoute, namespace: ns",
+    );
+    let t = translate(&store(&granted), &opts());
+    let status = route_status(&t, "g");
+    assert_eq!(
+        reason(&status.parents[0].conditions, "Accepted"),
+        (true, "Accepted")
+    );
+    assert_eq!(
+        reason(&status.parents[0].conditions, "ResolvedRefs"),
+        (true, "ResolvedRefs")
+    );
+    let rule = &t.snapshot.listeners[0].virtual_hosts[0].rules[0];
+    assert_eq!(rule.source.kind, "GRPCRoute");
+    assert_eq!(rule.matches.path, PathMatch::Exact("/pkg.Svc/Get".into()));
+    assert_eq!(
+        t.snapshot.backends[0].protocol,
+        shardgate_core::AppProtocol::H2c
+    );
+}
