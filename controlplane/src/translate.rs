@@ -39,8 +39,8 @@ use listeners::{
 };
 use shardgate_core::route::{intersect_hostnames, Precedence};
 use shardgate_core::{
-    Filters, HeaderMatch, Hostname, ListenerProtocol, MatchKind, ObjectRef, PathMatch, QueryMatch,
-    Retry, RouteMatch, RouteRef, Rule, Snapshot, Timeouts,
+    Filters, HeaderMatch, Hostname, MatchKind, ObjectRef, PathMatch, QueryMatch, Retry, RouteMatch,
+    RouteRef, Rule, Snapshot, Timeouts,
 };
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -85,6 +85,10 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRouteRetryConnectionError",
     "HTTPRouteSchemeRedirect",
     "ReferenceGrant",
+    "TCPRoute",
+    "TLSRoute",
+    "TLSRouteModeTerminate",
+    "UDPRoute",
 ];
 
 /// Settings that are not in the objects.
@@ -189,16 +193,9 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
         );
         status.routes.extend(attached);
     }
-    // A TCP or UDP listener forwards to one route, the oldest; only that
-    // one counts as attached (conformance: TCPRouteMultipleRoutesAttachment).
-    for l in &mut listeners {
-        if matches!(
-            l.protocol,
-            Some(ListenerProtocol::Tcp | ListenerProtocol::Udp)
-        ) {
-            l.attached = l.attached.min(1);
-        }
-    }
+    // A TCP or UDP listener forwards to one route, the oldest (its rules
+    // come first in precedence order); every route still counts as attached
+    // (conformance: TCPRouteMultipleRoutesAttachment).
 
     // Gateway status and the snapshot.
     let mut snapshot = Snapshot::default();

@@ -28,6 +28,20 @@ struct Claims {
     not_yet_passing: BTreeMap<String, String>,
 }
 
+/// Tests that check the behaviour of an implementation *without* a feature, and so run only
+/// when it is not claimed (FEATURES.md: "its absence enables ...", "claiming it turns ...
+/// into a no-op"), with that feature.
+const ONLY_UNCLAIMED: &[(&str, &str)] = &[
+    (
+        "tlsroute-listener-terminate-not-supported",
+        "TLSRouteModeTerminate",
+    ),
+    (
+        "tlsroute-listener-mixed-termination-not-supported",
+        "TLSRouteModeMixed",
+    ),
+];
+
 /// The pseudo-test checking what the Go suite needs before any test (see `runner`).
 const SUITE_SETUP: &str = "suite-setup";
 
@@ -182,6 +196,14 @@ fn main() -> ExitCode {
         if let Some(c) = &cases {
             if let Some(f) = c.features.iter().find(|f| !claims.claimed.contains(f)) {
                 println!("SKIP {name}: feature not claimed ({f})");
+                skipped += 1;
+                continue;
+            }
+            let excluded = ONLY_UNCLAIMED
+                .iter()
+                .find(|(t, f)| *t == name && claims.claimed.iter().any(|c| c == f));
+            if let Some((_, f)) = excluded {
+                println!("SKIP {name}: applies only without {f}, which is claimed");
                 skipped += 1;
                 continue;
             }

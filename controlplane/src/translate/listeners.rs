@@ -366,7 +366,13 @@ pub(super) fn listener_status(l: &ListenerState) -> ListenerStatus {
     });
     ListenerStatus {
         name: l.name.clone(),
-        supported_kinds: l.kinds.clone(),
+        // A listener that cannot serve its protocol supports no kind
+        // (conformance: TLSRouteListenerMixedTerminationNotSupported).
+        supported_kinds: if l.conflicted == Some("ProtocolConflict") {
+            Vec::new()
+        } else {
+            l.kinds.clone()
+        },
         attached_routes: l.attached,
         conditions,
     }

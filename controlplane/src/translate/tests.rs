@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::provider::file::parse_documents;
-use shardgate_core::{BackendTarget, HostMatch};
+use shardgate_core::{BackendTarget, HostMatch, ListenerProtocol};
 use std::path::Path;
 
 fn store(yaml: &str) -> Store {
@@ -441,7 +441,7 @@ spec:
     let t = translate(&store(yaml), &opts());
     let gw = &t.status.gateways[0];
     let attached: Vec<u32> = gw.listeners.iter().map(|l| l.attached_routes).collect();
-    assert_eq!(attached, vec![1, 1, 1]);
+    assert_eq!(attached, vec![2, 1, 1]);
     for l in &gw.listeners {
         assert_eq!(reason(&l.conditions, "Conflicted"), (false, "NoConflicts"));
     }

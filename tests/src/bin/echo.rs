@@ -1,13 +1,28 @@
-//! `shardgate-echo`: a stand-in for the Gateway API conformance backend `echo-basic`
-//! (HTTP mode), plus a few `/_shardgate/` endpoints used by Shardgate's own end-to-end tests.
+//! `shardgate-echo`: a stand-in for the Gateway API conformance backend `echo-basic` (its
+//! HTTP, TCP and UDP modes), plus a few `/_shardgate/` endpoints used by Shardgate's own
+//! end-to-end tests, and a tiny DNS responder standing in for the suite's CoreDNS.
 //!
 //! One process serves many "pods": every `--serve` spec is its own listener with its own
 //! identity and counters, so a test can start a whole fleet of backends at once.
 //!
 //! ```text
-//! shardgate-echo --serve 'ADDR,pod=NAME,namespace=NS[,service=SVC][,h2c]' [--serve ...]
-//!                [--http-port-field 3000] [--ingress NAME] [--verbose]
+//! shardgate-echo --serve 'ADDR,pod=NAME,namespace=NS[,service=SVC][,MODE][,OPTION=VALUE…]'
+//!                [--serve ...] [--http-port-field 3000] [--ingress NAME] [--verbose]
 //! ```
+//!
+//! | MODE | listener | echo-basic equivalent |
+//! |---|---|---|
+//! | (none) | HTTP/1.1 echo | HTTP mode, `HTTP_PORT` |
+//! | `h2c` | HTTP/1.1 and prior-knowledge HTTP/2 echo | HTTP mode, `H2C_PORT` |
+//! | `tcp` | TCP line protocol (`tcp.rs`) | `TCP_ECHO_SERVER`, `TCP_PORT` |
+//! | `tls` | the same behind TLS; needs `cert=PEM,key=PEM` | `TCP_ECHO_SERVER`, `TLS_PORT` |
+//! | `udp` | UDP echo (`udp.rs`) | `UDP_ECHO_SERVER`, `UDP_PORT` |
+//! | `dns` | DNS answers over UDP (`udp.rs`) | the base manifests' CoreDNS |
+//!
+//! `tcp` and `tls` also take `tcpport=`/`tlsport=`, the ports their `TEST` answers report.
+//! Options left out come from the variables echo-basic reads: `$POD_NAME`, `$NAMESPACE`,
+//! `$SERVICE_NAME`, `$TLS_SERVER_CERT`, `$TLS_SERVER_PRIV_KEY`, `$TCP_PORT` (else 3000),
+//! `$TLS_PORT` (else 8443).
 //!
 //! Once every listener is bound it prints `listening ADDR pod=NAME` per listener (with the
 //! real port when the spec asked for port 0) and then `ready`.
@@ -22,10 +37,17 @@
 mod goish;
 #[path = "echo/handlers.rs"]
 mod handlers;
+#[path = "echo/tcp.rs"]
+mod tcp;
+#[path = "echo/tls.rs"]
+mod tls;
+#[path = "echo/udp.rs"]
+mod udp;
 
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,7 +62,7 @@ use hyper::header::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{watch, Notify};
 
@@ -52,13 +74,16 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(
     name = "shardgate-echo",
-    about = "Gateway API conformance echo backend (echo-basic, HTTP mode) for Shardgate tests"
+    about = "Gateway API conformance echo backend (echo-basic: HTTP, TCP and UDP modes) for Shardgate tests"
 )]
 struct Cli {
-    /// Listener spec: `ADDR,pod=NAME,namespace=NS[,service=SVC][,h2c]`. ADDR is ip:port
-    /// (port 0 picks a free port). `h2c` also accepts HTTP/2 with prior knowledge and
-    /// behaves like echo-basic's h2c port. pod/namespace/service default to
-    /// $POD_NAME/$NAMESPACE/$SERVICE_NAME.
+    /// Listener spec: `ADDR,pod=NAME,namespace=NS[,service=SVC][,MODE][,OPTION=VALUE…]`.
+    /// ADDR is ip:port (port 0 picks a free port). MODE: none (HTTP), `h2c` (also HTTP/2 with
+    /// prior knowledge, like echo-basic's h2c port), `tcp` (TCP echo), `tls` (TCP echo over
+    /// TLS, with `cert=PEM,key=PEM`), `udp` (UDP echo) or `dns` (DNS responder). `tcp`/`tls`
+    /// take `tcpport=`/`tlsport=`, the ports reported by `TEST`. Options default to
+    /// $POD_NAME, $NAMESPACE, $SERVICE_NAME, $TLS_SERVER_CERT, $TLS_SERVER_PRIV_KEY,
+    /// $TCP_PORT (3000) and $TLS_PORT (8443).
     #[arg(long = "serve", value_name = "SPEC", required = true, value_parser = parse_serve_spec)]
     serve: Vec<ServeSpec>,
 
@@ -83,7 +108,37 @@ struct ServeSpec {
     pod: String,
     namespace: String,
     service: String,
-    h2c: bool,
+    protocol: Protocol,
+}
+
+/// What a listener speaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Protocol {
+    /// echo-basic's HTTP port; with `h2c`, its h2c port.
+    Http { h2c: bool },
+    /// echo-basic's TCP mode: the plain port, or with a key pair the TLS port.
+    Tcp {
+        ports: TcpPortFields,
+        tls: Option<KeyPairFiles>,
+    },
+    /// echo-basic's UDP mode.
+    Udp,
+    /// The CoreDNS stand-in.
+    Dns,
+}
+
+/// `tcpport` and `tlsport` as TCP-mode `TEST` answers report them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TcpPortFields {
+    tcp: String,
+    tls: String,
+}
+
+/// PEM files of a TLS listener's certificate chain and private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct KeyPairFiles {
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 fn parse_serve_spec(spec: &str) -> Result<ServeSpec, String> {
@@ -101,27 +156,85 @@ fn parse_serve_spec_with_env(
         .parse()
         .map_err(|e| format!("bad listen address {addr_text:?} (want ip:port): {e}"))?;
 
-    let (mut pod, mut namespace, mut service, mut h2c) = (None, None, None, false);
+    let (mut pod, mut namespace, mut service, mut mode) = (None, None, None, None);
+    let (mut cert, mut key, mut tcp_port, mut tls_port) = (None, None, None, None);
     for part in parts.map(str::trim).filter(|p| !p.is_empty()) {
-        match part.split_once('=') {
-            Some(("pod", v)) => pod = Some(v.to_owned()),
-            Some(("namespace", v)) => namespace = Some(v.to_owned()),
-            Some(("service", v)) => service = Some(v.to_owned()),
-            None if part == "h2c" => h2c = true,
+        let slot = match part.split_once('=') {
+            Some(("pod", v)) => (&mut pod, v),
+            Some(("namespace", v)) => (&mut namespace, v),
+            Some(("service", v)) => (&mut service, v),
+            Some(("cert", v)) => (&mut cert, v),
+            Some(("key", v)) => (&mut key, v),
+            Some(("tcpport", v)) => (&mut tcp_port, v),
+            Some(("tlsport", v)) => (&mut tls_port, v),
+            None if matches!(part, "h2c" | "tcp" | "tls" | "udp" | "dns") => (&mut mode, part),
             _ => {
                 return Err(format!(
-                    "unknown spec item {part:?} (want pod=, namespace=, service= or h2c)"
+                    "unknown spec item {part:?} (want pod=, namespace=, service=, cert=, key=, tcpport=, tlsport=, or one of h2c, tcp, tls, udp, dns)"
                 ))
             }
+        };
+        if slot.0.replace(slot.1.to_owned()).is_some() {
+            return Err(format!("spec item {part:?} given twice (or two modes)"));
         }
     }
     let or_env = |v: Option<String>, var: &str| v.or_else(|| env(var)).unwrap_or_default();
+    let tcp_mode = matches!(mode.as_deref(), Some("tcp" | "tls"));
+    if !tcp_mode {
+        if let Some(item) = [
+            (&cert, "cert="),
+            (&key, "key="),
+            (&tcp_port, "tcpport="),
+            (&tls_port, "tlsport="),
+        ]
+        .iter()
+        .find_map(|(v, name)| v.is_some().then_some(*name))
+        {
+            return Err(format!("{item} applies to the tcp and tls modes only"));
+        }
+    }
+    let port_field = |v: Option<String>, var: &str, default: &str| {
+        v.or_else(|| env(var))
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| default.to_owned())
+    };
+    let ports = TcpPortFields {
+        tcp: port_field(tcp_port, "TCP_PORT", "3000"),
+        tls: port_field(tls_port, "TLS_PORT", "8443"),
+    };
+    let protocol = match mode.as_deref() {
+        None => Protocol::Http { h2c: false },
+        Some("h2c") => Protocol::Http { h2c: true },
+        Some("udp") => Protocol::Udp,
+        Some("dns") => Protocol::Dns,
+        Some("tcp") if cert.is_some() || key.is_some() => {
+            return Err("cert=/key= belong to the tls mode; tcp is plaintext".to_owned());
+        }
+        Some("tcp") => Protocol::Tcp { ports, tls: None },
+        _ => {
+            let cert = or_env(cert, "TLS_SERVER_CERT");
+            let key = or_env(key, "TLS_SERVER_PRIV_KEY");
+            if cert.is_empty() || key.is_empty() {
+                return Err(
+                    "tls needs cert= and key= (or $TLS_SERVER_CERT and $TLS_SERVER_PRIV_KEY)"
+                        .to_owned(),
+                );
+            }
+            Protocol::Tcp {
+                ports,
+                tls: Some(KeyPairFiles {
+                    cert: cert.into(),
+                    key: key.into(),
+                }),
+            }
+        }
+    };
     let spec = ServeSpec {
         addr,
         pod: or_env(pod, "POD_NAME"),
         namespace: or_env(namespace, "NAMESPACE"),
         service: or_env(service, "SERVICE_NAME"),
-        h2c,
+        protocol,
     };
     // The pod name goes into every response as `X-Echo-Pod`; reject it now rather than
     // failing requests later.
@@ -284,24 +397,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // Bind everything before announcing anything: tests treat `ready` as "all ports open".
     let mut bound = Vec::with_capacity(cli.serve.len());
     for spec in cli.serve {
-        let socket = TcpListener::bind(spec.addr)
-            .await
-            .with_context(|| format!("binding {}", spec.addr))?;
-        let local = socket.local_addr().context("reading the bound address")?;
-        let pod_header = HeaderValue::from_str(&spec.pod)
-            .with_context(|| format!("pod name {:?} is not a valid header value", spec.pod))?;
-        let listener = Arc::new(Listener {
-            app: Arc::clone(&app),
-            pod: spec.pod,
-            pod_header,
-            namespace: spec.namespace,
-            service: spec.service,
-            h2c: spec.h2c,
-            connections: AtomicU64::new(0),
-            requests: AtomicU64::new(0),
-            seen: Mutex::new(HashMap::new()),
-        });
-        bound.push((socket, local, listener));
+        let (socket, local) = bind(spec, &app).await?;
+        bound.push((socket, local));
     }
 
     // Install the handlers before `ready`, so a test may signal us right after reading it.
@@ -310,15 +407,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     {
         let mut out = std::io::stdout().lock();
-        for (_, local, listener) in &bound {
-            writeln!(out, "listening {local} pod={}", listener.pod)?;
+        for (socket, local) in &bound {
+            writeln!(out, "listening {local} pod={}", socket.pod())?;
         }
         writeln!(out, "ready")?;
         out.flush()?;
     }
 
-    for (socket, _, listener) in bound {
-        tokio::spawn(accept_loop(socket, listener));
+    for (socket, _) in bound {
+        match socket {
+            Bound::Http(socket, listener) => tokio::spawn(accept_loop(socket, listener)),
+            Bound::Tcp(socket, echo) => tokio::spawn(tcp::accept_loop(socket, echo)),
+            Bound::Udp(socket, answering, pod) => {
+                tokio::spawn(udp::serve(socket, answering, pod, app.verbose))
+            }
+        };
     }
 
     tokio::select! {
@@ -326,6 +429,90 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         _ = sigint.recv() => {}
     }
     Ok(())
+}
+
+/// A bound socket and what serves it.
+enum Bound {
+    Http(TcpListener, Arc<Listener>),
+    Tcp(TcpListener, Arc<tcp::TcpEcho>),
+    Udp(UdpSocket, Arc<udp::Answering>, String),
+}
+
+impl Bound {
+    fn pod(&self) -> &str {
+        match self {
+            Self::Http(_, listener) => &listener.pod,
+            Self::Tcp(_, echo) => &echo.pod,
+            Self::Udp(_, _, pod) => pod,
+        }
+    }
+}
+
+/// Binds one spec's socket (and loads its key pair), ready to serve.
+async fn bind(spec: ServeSpec, app: &Arc<App>) -> anyhow::Result<(Bound, SocketAddr)> {
+    let addr = spec.addr;
+    let bound = match spec.protocol {
+        Protocol::Http { h2c } => {
+            let socket = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?;
+            let pod_header = HeaderValue::from_str(&spec.pod)
+                .with_context(|| format!("pod name {:?} is not a valid header value", spec.pod))?;
+            let listener = Arc::new(Listener {
+                app: Arc::clone(app),
+                pod: spec.pod,
+                pod_header,
+                namespace: spec.namespace,
+                service: spec.service,
+                h2c,
+                connections: AtomicU64::new(0),
+                requests: AtomicU64::new(0),
+                seen: Mutex::new(HashMap::new()),
+            });
+            Bound::Http(socket, listener)
+        }
+        Protocol::Tcp { ports, tls } => {
+            let tls = match tls {
+                Some(files) => Some(tls::server_config(&files.cert, &files.key)?),
+                None => None,
+            };
+            let socket = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?;
+            let echo = tcp::TcpEcho {
+                namespace: spec.namespace,
+                ingress: app.ingress.clone(),
+                service: spec.service,
+                pod: spec.pod,
+                tcp_port_field: ports.tcp,
+                tls_port_field: ports.tls,
+                tls,
+                verbose: app.verbose,
+            };
+            Bound::Tcp(socket, Arc::new(echo))
+        }
+        Protocol::Udp | Protocol::Dns => {
+            let socket = UdpSocket::bind(addr)
+                .await
+                .with_context(|| format!("binding udp {addr}"))?;
+            let answering = match spec.protocol {
+                Protocol::Dns => udp::Answering::Dns,
+                _ => udp::Answering::Echo(udp::EchoIdentity {
+                    namespace: spec.namespace,
+                    ingress: app.ingress.clone(),
+                    service: spec.service,
+                    pod: spec.pod.clone(),
+                }),
+            };
+            Bound::Udp(socket, Arc::new(answering), spec.pod)
+        }
+    };
+    let local = match &bound {
+        Bound::Http(socket, _) | Bound::Tcp(socket, _) => socket.local_addr(),
+        Bound::Udp(socket, _, _) => socket.local_addr(),
+    }
+    .context("reading the bound address")?;
+    Ok((bound, local))
 }
 
 async fn accept_loop(socket: TcpListener, listener: Arc<Listener>) {
@@ -416,6 +603,8 @@ mod tests {
         match name {
             "POD_NAME" => Some("env-pod".to_owned()),
             "NAMESPACE" => Some("env-ns".to_owned()),
+            "TLS_SERVER_CERT" => Some("/env/crt".to_owned()),
+            "TLS_SERVER_PRIV_KEY" => Some("/env/key".to_owned()),
             _ => None,
         }
     }
@@ -434,7 +623,7 @@ mod tests {
                 pod: "infra-backend-v1-0-0".to_owned(),
                 namespace: "gateway-conformance-infra".to_owned(),
                 service: "infra-backend-v1".to_owned(),
-                h2c: true,
+                protocol: Protocol::Http { h2c: true },
             }
         );
 
@@ -442,10 +631,74 @@ mod tests {
         assert_eq!(spec.pod, "env-pod");
         assert_eq!(spec.namespace, "env-ns");
         assert_eq!(spec.service, "");
-        assert!(!spec.h2c);
+        assert_eq!(spec.protocol, Protocol::Http { h2c: false });
 
         assert!(parse_serve_spec_with_env("localhost:80,pod=a", env).is_err());
         assert!(parse_serve_spec_with_env("127.0.0.1:80,colour=red", env).is_err());
         assert!(parse_serve_spec_with_env("127.0.0.1:80,pod=a\tb\u{7f}", env).is_err());
+    }
+
+    #[test]
+    fn tcp_and_tls_specs_carry_ports_and_key_pairs() {
+        let spec = parse_serve_spec_with_env("127.0.0.1:3000,pod=p,namespace=n,tcp", |_| None)
+            .expect("parses");
+        let ports = TcpPortFields {
+            tcp: "3000".to_owned(),
+            tls: "8443".to_owned(),
+        };
+        assert_eq!(
+            spec.protocol,
+            Protocol::Tcp {
+                ports: ports.clone(),
+                tls: None
+            }
+        );
+
+        let spec = parse_serve_spec_with_env(
+            "127.0.0.1:0,pod=p,tls,cert=/a.crt,key=/a.key,tcpport=4000,tlsport=4443",
+            env,
+        )
+        .expect("parses");
+        assert_eq!(
+            spec.protocol,
+            Protocol::Tcp {
+                ports: TcpPortFields {
+                    tcp: "4000".to_owned(),
+                    tls: "4443".to_owned()
+                },
+                tls: Some(KeyPairFiles {
+                    cert: "/a.crt".into(),
+                    key: "/a.key".into()
+                }),
+            }
+        );
+
+        // The key pair falls back to echo-basic's variables, and is required.
+        let spec = parse_serve_spec_with_env("127.0.0.1:0,tls", env).expect("parses");
+        assert_eq!(
+            spec.protocol,
+            Protocol::Tcp {
+                ports,
+                tls: Some(KeyPairFiles {
+                    cert: "/env/crt".into(),
+                    key: "/env/key".into()
+                }),
+            }
+        );
+        assert!(parse_serve_spec_with_env("127.0.0.1:0,tls", |_| None).is_err());
+    }
+
+    #[test]
+    fn datagram_modes_parse_and_options_stay_with_their_mode() {
+        let udp = parse_serve_spec_with_env("127.0.0.1:8080,pod=p,udp", env).expect("parses");
+        assert_eq!(udp.protocol, Protocol::Udp);
+        let dns = parse_serve_spec_with_env("127.0.0.1:53,pod=p,dns", env).expect("parses");
+        assert_eq!(dns.protocol, Protocol::Dns);
+
+        assert!(parse_serve_spec_with_env("127.0.0.1:0,udp,tcpport=1", env).is_err());
+        assert!(parse_serve_spec_with_env("127.0.0.1:0,cert=/a", env).is_err());
+        assert!(parse_serve_spec_with_env("127.0.0.1:0,tcp,cert=/a,key=/b", env).is_err());
+        assert!(parse_serve_spec_with_env("127.0.0.1:0,tcp,udp", env).is_err());
+        assert!(parse_serve_spec_with_env("127.0.0.1:0,pod=a,pod=b", env).is_err());
     }
 }

@@ -21,11 +21,11 @@ pub struct Cases {
     #[serde(default)]
     pub http_cases: Vec<HttpCase>,
     #[serde(default)]
-    pub tls_cases: Vec<Value>,
+    pub tls_cases: Vec<TlsCase>,
     #[serde(default)]
-    pub tcp_cases: Vec<Value>,
+    pub tcp_cases: Vec<TcpCase>,
     #[serde(default)]
-    pub udp_cases: Vec<Value>,
+    pub udp_cases: Vec<UdpCase>,
     #[serde(default)]
     pub grpc_cases: Vec<Value>,
     #[serde(default)]
@@ -294,4 +294,92 @@ pub struct Weighted {
     /// A [`Request`] for HTTP; a sentence describing the probe for the other protocols.
     pub request: Value,
     pub expected_weights: BTreeMap<String, f64>,
+}
+
+/// What a `tls_cases[]` entry expects.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsExpect {
+    /// The Gateway closes or resets the connection without answering the ClientHello.
+    ConnectionRejected,
+    /// The TCP echo protocol works over a TLS connection to the Gateway.
+    TcpEchoOverTls,
+    /// An expectation this runner does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// One `tls_cases[]` entry.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TlsCase {
+    pub gateway: String,
+    #[serde(default)]
+    pub listener_port: Option<u16>,
+    pub sni: String,
+    pub expect: TlsExpect,
+    /// Deployment whose pods must answer (`<backend>-` prefix).
+    #[serde(default)]
+    pub backend: String,
+    #[serde(default)]
+    pub namespace: String,
+    #[serde(default)]
+    pub backend_is_tls: bool,
+    /// `namespace/name:key` of the certificate the client trusts.
+    #[serde(default)]
+    pub trust_anchor: Option<String>,
+    /// The SNI the backend must report having seen (its own TLS termination).
+    #[serde(default)]
+    pub backend_observed_sni: Option<String>,
+    #[serde(default)]
+    pub phase: Option<String>,
+}
+
+/// One `tcp_cases[]` entry. `send` and `expect` are prose from the Go test; the runner reads
+/// the exchange off `send` ([`super::tcp_echo::Exchange`]).
+#[derive(Debug, Clone, Deserialize)]
+pub struct TcpCase {
+    pub gateway: String,
+    #[serde(default)]
+    pub listener_port: Option<u16>,
+    pub send: String,
+    /// Deployment whose pods must answer (`<backend>-` prefix); empty: any pod.
+    #[serde(default)]
+    pub expect_backend: String,
+    /// Empty: not checked.
+    #[serde(default)]
+    pub namespace: String,
+    #[serde(default)]
+    pub backend_is_tls: bool,
+    /// N fresh connections in a row, each of which must succeed.
+    #[serde(default)]
+    pub repeat: Option<u32>,
+    #[serde(default)]
+    pub per_request_timeout_s: Option<u64>,
+    /// A pod-name prefix (`<backend>-`) that must never answer.
+    #[serde(default)]
+    pub must_not_reach_backend: Option<String>,
+    #[serde(default)]
+    pub expect: Option<String>,
+    #[serde(default)]
+    pub phase: Option<String>,
+}
+
+/// One `udp_cases[]` entry: `send` is the datagram, except for the DNS probe whose `send`
+/// describes the query; `expect` is prose from the Go test.
+#[derive(Debug, Clone, Deserialize)]
+pub struct UdpCase {
+    pub gateway: String,
+    #[serde(default)]
+    pub listener_port: Option<u16>,
+    pub send: String,
+    /// Empty: not checked.
+    #[serde(default)]
+    pub expect_service: String,
+    /// Empty: not checked.
+    #[serde(default)]
+    pub namespace: String,
+    #[serde(default)]
+    pub expect: Option<String>,
+    #[serde(default)]
+    pub phase: Option<String>,
 }

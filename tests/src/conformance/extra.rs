@@ -1,9 +1,11 @@
-//! Checks that need more than one request: weighted distributions, mirrors (counted at the
-//! mirror pods through the echo backend's `/_shardgate/seen`), and the per-backend header
-//! loop of HTTPRouteBackendRequestHeaderModification with weights.
+//! Checks that need more than one request: weighted distributions (HTTP, TCP, UDP), mirrors
+//! (counted at the mirror pods through the echo backend's `/_shardgate/seen`), and the
+//! per-backend header loop of HTTPRouteBackendRequestHeaderModification with weights.
 
 use super::cases::{HttpCase, Mirror, Request, Weighted};
 use super::objects::{PodPlan, HTTP_PORT};
+use super::probe::{Attempt, IO_TIMEOUT};
+use super::tcp_echo::{Exchange, Expect};
 use super::traffic::{compare, deployment_of, send, Prepared, REQUEST_TIMEOUT};
 use crate::client::one_shot;
 use std::collections::BTreeMap;
@@ -14,39 +16,18 @@ use std::time::{Duration, Instant};
 const BATCH: usize = 500;
 const CONCURRENCY: usize = 10;
 
-/// Sends `BATCH` copies of a request, `CONCURRENCY` at a time; each must pass `case` when
-/// given (else be a 200). Returns the answering pod of every request.
-fn batch(
-    case: Option<&HttpCase>,
-    template: &Prepared,
-    addr: SocketAddr,
-    uuid: &str,
-) -> Result<Vec<String>, String> {
+/// Runs `probe(k)` for k in 0..`BATCH`, `CONCURRENCY` at a time (Go's sampler); returns
+/// the pod each probe reports, or the first error.
+fn sample(probe: impl Fn(usize) -> Result<String, String> + Sync) -> Result<Vec<String>, String> {
+    let per_worker = BATCH / CONCURRENCY;
+    let probe = &probe;
     let results: Vec<Result<Vec<String>, String>> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..CONCURRENCY)
             .map(|w| {
                 s.spawn(move || {
-                    let mut pods = Vec::new();
-                    for i in 0..BATCH / CONCURRENCY {
-                        let mut p = template.clone();
-                        // Go's AddEntropy: half the requests carry a random X-Jitter.
-                        if (w + i) % 2 == 0 {
-                            let jitter = uuid::Uuid::new_v4().as_u128() % 10_000;
-                            p.extra.push(("X-Jitter".into(), jitter.to_string()));
-                        }
-                        let got = send(&p, addr, REQUEST_TIMEOUT)
-                            .map_err(|e| format!("{}: {e}", p.describe()))?;
-                        match case {
-                            Some(c) => compare(c, &p, &got, uuid)
-                                .map_err(|e| format!("{}: {e}", p.describe()))?,
-                            None if got.status != 200 => {
-                                return Err(format!("{}: status {}", p.describe(), got.status))
-                            }
-                            None => {}
-                        }
-                        pods.push(got.echo.pod);
-                    }
-                    Ok(pods)
+                    (0..per_worker)
+                        .map(|i| probe(w * per_worker + i))
+                        .collect::<Result<Vec<String>, String>>()
                 })
             })
             .collect();
@@ -65,6 +46,73 @@ fn batch(
     Ok(pods)
 }
 
+/// Sends `BATCH` copies of a request, `CONCURRENCY` at a time; each must pass `case` when
+/// given (else be a 200). Returns the answering pod of every request.
+fn batch(
+    case: Option<&HttpCase>,
+    template: &Prepared,
+    addr: SocketAddr,
+    uuid: &str,
+) -> Result<Vec<String>, String> {
+    sample(|k| {
+        let mut p = template.clone();
+        // Go's AddEntropy: half the requests carry a random X-Jitter.
+        if k % 2 == 0 {
+            let jitter = uuid::Uuid::new_v4().as_u128() % 10_000;
+            p.extra.push(("X-Jitter".into(), jitter.to_string()));
+        }
+        let got = send(&p, addr, REQUEST_TIMEOUT).map_err(|e| format!("{}: {e}", p.describe()))?;
+        match case {
+            Some(c) => compare(c, &p, &got, uuid).map_err(|e| format!("{}: {e}", p.describe()))?,
+            None if got.status != 200 => {
+                return Err(format!("{}: status {}", p.describe(), got.status))
+            }
+            None => {}
+        }
+        Ok(got.echo.pod)
+    })
+}
+
+/// Why a batch's shares do not pass.
+#[derive(Debug, PartialEq)]
+enum SharesError {
+    /// A reply from a backend that is not listed: no later batch can mend that.
+    Stray(String),
+    /// Shares off, or traffic on a zero-weight backend: the next batch may pass.
+    Off(String),
+}
+
+/// Go's verdict on one batch: every pod maps to a listed backend, exactly the backends with
+/// weight > 0 get traffic, and each share is within ±0.05 of its weight.
+fn check_shares(expected: &BTreeMap<String, f64>, pods: &[String]) -> Result<(), SharesError> {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for pod in pods {
+        *counts.entry(deployment_of(pod)).or_default() += 1;
+    }
+    if let Some(stray) = counts.keys().find(|b| !expected.contains_key(**b)) {
+        return Err(SharesError::Stray(format!(
+            "weighted: answer from unexpected backend {stray}"
+        )));
+    }
+    let share = |b: &str| counts.get(b).copied().unwrap_or(0) as f64 / pods.len().max(1) as f64;
+    let off = expected
+        .iter()
+        .any(|(b, want)| (share(b) - *want).abs() > 0.05 || (*want > 0.0) != (share(b) > 0.0));
+    if !off {
+        return Ok(());
+    }
+    let got: Vec<String> = expected
+        .keys()
+        .map(|b| format!("{b} {:.3}", share(b)))
+        .collect();
+    let want: Vec<String> = expected.iter().map(|(b, x)| format!("{b} {x}")).collect();
+    Err(SharesError::Off(format!(
+        "weighted: got [{}], want [{}] ±0.05",
+        got.join(", "),
+        want.join(", ")
+    )))
+}
+
 /// `weighted_distribution` for HTTP: shares within ±0.05 of the weights and traffic on
 /// exactly the backends with weight > 0; up to 10 batches, the first good one passes.
 pub fn weighted(w: &Weighted, case: Option<&HttpCase>, addr: SocketAddr) -> Result<(), String> {
@@ -80,33 +128,55 @@ pub fn weighted(w: &Weighted, case: Option<&HttpCase>, addr: SocketAddr) -> Resu
     for _ in 0..10 {
         let template = Prepared::new(&request, addr, "", &BTreeMap::new());
         let pods = batch(case, &template, addr, "")?;
-        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-        for pod in &pods {
-            *counts.entry(deployment_of(pod).to_owned()).or_default() += 1;
+        match check_shares(&w.expected_weights, &pods) {
+            Ok(()) => return Ok(()),
+            Err(SharesError::Stray(e)) => return Err(e),
+            Err(SharesError::Off(e)) => last = e,
         }
-        if let Some(stray) = counts.keys().find(|b| !w.expected_weights.contains_key(*b)) {
-            return Err(format!("weighted: answer from unexpected backend {stray}"));
+    }
+    Err(last)
+}
+
+/// The datagram of the Go UDP weight sampler.
+const UDP_WEIGHT_PAYLOAD: &[u8] = b"gateway-api-conformance-udp-weight\n";
+
+/// `weighted_distribution` for TCP (a fresh connection per sample: welcome line, `TEST`,
+/// the JSON's pod, 10 s deadline) and UDP (one datagram from a fresh socket, 2 s deadline):
+/// up to 10 batches, the first good one passes. A failed sample fails its batch only.
+pub fn weighted_l4(w: &Weighted, addr: SocketAddr) -> Result<(), String> {
+    let tcp = match w.protocol.as_deref() {
+        Some("tcp") => true,
+        Some("udp") => false,
+        other => {
+            return Err(format!(
+                "runner cannot check: {} weighted distributions",
+                other.unwrap_or("http")
+            ))
         }
-        let share = |b: &str| counts.get(b).copied().unwrap_or(0) as f64 / pods.len() as f64;
-        let off = w.expected_weights.iter().find(|(b, want)| {
-            (share(b) - **want).abs() > 0.05 || (**want > 0.0) != (share(b) > 0.0)
-        });
-        let Some(_) = off else { return Ok(()) };
-        let got: Vec<String> = w
-            .expected_weights
-            .keys()
-            .map(|b| format!("{b} {:.3}", share(b)))
-            .collect();
-        let want: Vec<String> = w
-            .expected_weights
-            .iter()
-            .map(|(b, x)| format!("{b} {x}"))
-            .collect();
-        last = format!(
-            "weighted: got [{}], want [{}] ±0.05",
-            got.join(", "),
-            want.join(", ")
-        );
+    };
+    let expect = Expect {
+        exchange: Exchange::TestOnly,
+        is_tls: false,
+        namespace: "",
+        backend: "",
+        forbidden: None,
+        observed_sni: None,
+    };
+    let probe = |_: usize| {
+        let pod = if tcp {
+            super::tcp_echo::probe(addr, &expect, IO_TIMEOUT).map(Option::unwrap_or_default)
+        } else {
+            super::udp_echo::probe_pod(addr, UDP_WEIGHT_PAYLOAD, super::udp_echo::REPLY_TIMEOUT)
+        };
+        pod.map_err(Attempt::into_reason)
+    };
+    let mut last = String::new();
+    for _ in 0..10 {
+        match sample(probe).map(|pods| check_shares(&w.expected_weights, &pods)) {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(SharesError::Stray(e))) => return Err(e),
+            Ok(Err(SharesError::Off(e))) | Err(e) => last = e,
+        }
     }
     Err(last)
 }
@@ -241,4 +311,39 @@ fn percent_encode(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn weights(pairs: &[(&str, f64)]) -> BTreeMap<String, f64> {
+        pairs.iter().map(|(b, w)| ((*b).to_owned(), *w)).collect()
+    }
+
+    fn pods(counts: &[(&str, usize)]) -> Vec<String> {
+        counts
+            .iter()
+            .flat_map(|(b, n)| (0..*n).map(move |i| format!("{b}-0-{}", i % 2)))
+            .collect()
+    }
+
+    #[test]
+    fn shares_within_five_points_on_exactly_the_weighted_backends_pass() {
+        let w = weights(&[("v1", 0.7), ("v2", 0.3), ("v3", 0.0)]);
+        assert_eq!(check_shares(&w, &pods(&[("v1", 360), ("v2", 140)])), Ok(()));
+        assert!(matches!(
+            check_shares(&w, &pods(&[("v1", 300), ("v2", 200)])),
+            Err(SharesError::Off(_))
+        ));
+        // A zero-weight backend that answers at all is off, however small its share.
+        assert!(matches!(
+            check_shares(&w, &pods(&[("v1", 349), ("v2", 150), ("v3", 1)])),
+            Err(SharesError::Off(_))
+        ));
+        assert!(matches!(
+            check_shares(&w, &pods(&[("v1", 350), ("tcp-backend", 150)])),
+            Err(SharesError::Stray(e)) if e.contains("tcp-backend")
+        ));
+    }
 }

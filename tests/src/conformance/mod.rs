@@ -11,13 +11,17 @@
 //!                                        │ shm
 //!                                        ▼
 //!        traffic / extra ──HTTP──► dataplane ──► shardgate-echo pods (one process)
+//!  tcp_echo / udp_echo ─TLS/TCP/UDP─►
 //! ```
 
 pub mod cases;
 pub mod certs;
 pub mod extra;
 pub mod objects;
+pub mod probe;
 pub mod runner;
 pub mod status;
+pub mod tcp_echo;
 pub mod tls;
 pub mod traffic;
+pub mod udp_echo;

@@ -4,9 +4,12 @@
 //! "pods" of every Deployment and writes the EndpointSlices Kubernetes' EndpointSlice
 //! controller would write for them. [`Store::render`] is the config directory's content.
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::path::Path;
 
 /// Our controller name; every GatewayClass in the corpus gets it (`{GATEWAY_CONTROLLER_NAME}`).
 pub const CONTROLLER_NAME: &str = "shardgate.dev/gateway-controller";
@@ -16,6 +19,12 @@ pub const CLASS_NAME: &str = "shardgate-conformance";
 /// HTTPS (8443) is not served, so Services that target it get no endpoints.
 pub const HTTP_PORT: u16 = 3000;
 pub const H2C_PORT: u16 = 3001;
+/// echo-basic's defaults in TCP mode (`TCP_PORT`, `TLS_PORT`) and UDP mode (`UDP_PORT`).
+pub const TCP_PORT: u16 = 3000;
+pub const TLS_PORT: u16 = 8443;
+pub const UDP_PORT: u16 = 8080;
+/// Where the base manifests' CoreDNS listens (its Corefile says `.:53`).
+pub const DNS_PORT: u16 = 53;
 
 /// Parses a YAML stream into documents, skipping empty ones (comment-only files).
 pub fn parse_stream(text: &str, what: &str) -> Result<Vec<Value>, String> {
@@ -81,7 +90,12 @@ pub struct Store {
     /// The echo pods of the Deployments ([`Store::plan_pods`]); the EndpointSlices follow
     /// from them and the Services on every render.
     pods: Vec<PodPlan>,
+    /// Seconds since [`CLOCK_BASE`] on the API server's clock ([`Store::tick`]).
+    clock: u32,
 }
+
+/// The day the runner's API server lives in; only the order of timestamps matters.
+const CLOCK_BASE: &str = "2026-01-01";
 
 impl Store {
     /// Creates or updates `doc`, as `kubectl apply` would after the Go applier's rewrites.
@@ -107,12 +121,33 @@ impl Store {
                 (bumped, Some(old_gen))
             }
         };
-        object_mut(&mut doc, "metadata").insert("generation".into(), json!(generation));
+        // The API server stamps an object when it creates it and keeps the stamp after;
+        // controllers break route conflicts by it (oldest first, then by name).
+        let created = match existing {
+            Some(i) => self.objects[i]["metadata"]["creationTimestamp"].clone(),
+            None => json!(self.now()),
+        };
+        let metadata = object_mut(&mut doc, "metadata");
+        metadata.insert("generation".into(), json!(generation));
+        metadata.insert("creationTimestamp".into(), created);
         match existing {
             Some(i) => self.objects[i] = doc,
             None => self.objects.push(doc),
         }
         Ok(before)
+    }
+
+    /// Advances the API server's clock by one second: the Go tests that create objects
+    /// mid-test wait for the earlier ones first (at least a second in the route-conflict
+    /// tests), while everything applied at once shares its second, as on a cluster.
+    pub fn tick(&mut self) {
+        self.clock += 1;
+    }
+
+    /// The current time as Kubernetes writes it (RFC 3339, whole seconds).
+    fn now(&self) -> String {
+        let (h, m, s) = (self.clock / 3600, self.clock / 60 % 60, self.clock % 60);
+        format!("{CLOCK_BASE}T{h:02}:{m:02}:{s:02}Z")
     }
 
     /// Deletes the object `doc` names; false if there was none.
@@ -204,24 +239,114 @@ impl Store {
     pub fn plan_pods(&mut self) -> &[PodPlan] {
         let mut pods = Vec::new();
         for d in self.all("Deployment") {
-            let Some(template) = serve_mode(d) else {
+            let Some(workload) = self.workload(d) else {
                 continue;
             };
             let name = str_at(d, &["metadata", "name"]);
+            let namespace = str_at(d, &["metadata", "namespace"]);
+            let labels = d["spec"]["template"]["metadata"]["labels"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
             let replicas = d["spec"]["replicas"].as_u64().unwrap_or(1);
             for i in 0..replicas {
                 pods.push(PodPlan {
                     // `<deployment>-<replicaset>-<pod>`: the suite strips two parts.
                     name: format!("{name}-0-{i}"),
                     deployment: name.to_owned(),
-                    namespace: str_at(d, &["metadata", "namespace"]).to_owned(),
-                    labels: template.clone(),
+                    namespace: namespace.to_owned(),
+                    labels: labels.clone(),
                     ip: crate::unique_ip(),
+                    workload: workload.clone(),
                 });
             }
         }
         self.pods = pods;
         &self.pods
+    }
+
+    /// What a Deployment's pods run, as far as `shardgate-echo` can stand in for it:
+    /// echo-basic in HTTP, TCP or UDP mode (ECHO.md §1, the first mode variable set wins;
+    /// gRPC mode is not served), or CoreDNS. `None` for anything else.
+    fn workload(&self, deployment: &Value) -> Option<Workload> {
+        let pod_spec = &deployment["spec"]["template"]["spec"];
+        let containers = pod_spec["containers"].as_array()?;
+        if containers
+            .iter()
+            .any(|c| str_at(c, &["image"]).contains("/coredns"))
+        {
+            return Some(Workload::Dns);
+        }
+        let echo = containers
+            .iter()
+            .find(|c| str_at(c, &["image"]).contains("/echo-basic"))?;
+        let env = ContainerEnv(echo);
+        let port = |var: &str, default: u16| env.literal(var).parse().unwrap_or(default);
+        let service = env.literal("SERVICE_NAME").to_owned();
+        if env.is_set("GRPC_ECHO_SERVER") {
+            return None;
+        }
+        if env.is_set("TCP_ECHO_SERVER") {
+            let ns = str_at(deployment, &["metadata", "namespace"]);
+            // Like echo-basic: TLS only when both files are named (and here: readable).
+            let tls = match (
+                env.literal("TLS_SERVER_CERT"),
+                env.literal("TLS_SERVER_PRIV_KEY"),
+            ) {
+                ("", _) | (_, "") => None,
+                (cert, key) => self
+                    .mounted_file(ns, pod_spec, echo, cert)
+                    .zip(self.mounted_file(ns, pod_spec, echo, key))
+                    .map(|(cert_pem, key_pem)| ServingKeyPair { cert_pem, key_pem }),
+            };
+            return Some(Workload::TcpEcho {
+                service,
+                tcp_port: port("TCP_PORT", TCP_PORT),
+                tls_port: port("TLS_PORT", TLS_PORT),
+                tls,
+            });
+        }
+        if env.is_set("UDP_ECHO_SERVER") {
+            return Some(Workload::UdpEcho {
+                service,
+                port: port("UDP_PORT", UDP_PORT),
+            });
+        }
+        Some(Workload::HttpEcho)
+    }
+
+    /// The content of the file at `path` in `container`, when a Secret volume provides it
+    /// (`items` mapping keys to paths, or every key under its own name).
+    fn mounted_file(
+        &self,
+        namespace: &str,
+        pod_spec: &Value,
+        container: &Value,
+        path: &str,
+    ) -> Option<String> {
+        let (volume, rel) = container["volumeMounts"].as_array()?.iter().find_map(|m| {
+            let mount = str_at(m, &["mountPath"]).trim_end_matches('/');
+            let rel = path.strip_prefix(mount)?.strip_prefix('/')?;
+            Some((str_at(m, &["name"]), rel))
+        })?;
+        let secret = pod_spec["volumes"]
+            .as_array()?
+            .iter()
+            .find(|v| str_at(v, &["name"]) == volume)?
+            .get("secret")?;
+        let key = match secret["items"].as_array() {
+            Some(items) => str_at(
+                items.iter().find(|i| str_at(i, &["path"]) == rel)?,
+                &["key"],
+            ),
+            None => rel,
+        };
+        let name = str_at(secret, &["secretName"]);
+        let doc = self.get("Secret", &format!("{namespace}/{name}"))?;
+        match doc["data"].get(key).and_then(Value::as_str) {
+            Some(b64) => String::from_utf8(STANDARD.decode(b64).ok()?).ok(),
+            None => Some(str_at(doc, &["stringData", key]).to_owned()).filter(|t| !t.is_empty()),
+        }
     }
 
     /// The pods planned by [`Store::plan_pods`].
@@ -253,13 +378,15 @@ impl Store {
                 .flatten()
                 .filter_map(|p| {
                     let target = p["targetPort"].as_u64().or_else(|| p["port"].as_u64())?;
-                    if target != u64::from(HTTP_PORT) && target != u64::from(H2C_PORT) {
+                    let target = u16::try_from(target).ok()?;
+                    let protocol = p["protocol"].as_str().unwrap_or("TCP");
+                    if !pods.iter().any(|pod| pod.serves(target, protocol)) {
                         return None;
                     }
                     let mut port = json!({
                         "name": str_at(p, &["name"]),
                         "port": target,
-                        "protocol": p["protocol"].as_str().unwrap_or("TCP"),
+                        "protocol": protocol,
                     });
                     if let Some(app) = p["appProtocol"].as_str() {
                         port["appProtocol"] = json!(app);
@@ -267,8 +394,8 @@ impl Store {
                     Some(port)
                 })
                 .collect();
-            // Pods we cannot serve (TLS, gRPC, TCP, UDP) or ports we do not listen on: no
-            // slice, so the Gateway sees a Service without endpoints rather than a wrong one.
+            // Pods we cannot serve (gRPC) or ports they do not listen on (HTTP mode's HTTPS):
+            // no slice, so the Gateway sees a Service without endpoints rather than a wrong one.
             if pods.is_empty() || ports.is_empty() {
                 continue;
             }
@@ -308,6 +435,33 @@ pub struct PodPlan {
     pub namespace: String,
     pub labels: Map<String, Value>,
     pub ip: Ipv4Addr,
+    pub workload: Workload,
+}
+
+/// What a pod runs (see [`Store::workload`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Workload {
+    /// echo-basic's HTTP mode: HTTP on [`HTTP_PORT`], h2c on [`H2C_PORT`].
+    HttpEcho,
+    /// echo-basic's TCP mode: the line protocol on `tcp_port` and, with a key pair, behind
+    /// TLS on `tls_port`.
+    TcpEcho {
+        service: String,
+        tcp_port: u16,
+        tls_port: u16,
+        tls: Option<ServingKeyPair>,
+    },
+    /// echo-basic's UDP mode.
+    UdpEcho { service: String, port: u16 },
+    /// CoreDNS, answered by `shardgate-echo`'s DNS responder on [`DNS_PORT`].
+    Dns,
+}
+
+/// The PEM certificate chain and key a TLS listener serves, read from its Secret volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServingKeyPair {
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
 impl PodPlan {
@@ -315,41 +469,91 @@ impl PodPlan {
         selector.iter().all(|(k, v)| self.labels.get(k) == Some(v))
     }
 
-    /// `shardgate-echo --serve` specs: HTTP on 3000 and h2c on 3001 of the pod's address.
-    pub fn serve_specs(&self) -> [String; 2] {
-        let id = format!("pod={},namespace={}", self.name, self.namespace);
-        [
-            format!("{}:{HTTP_PORT},{id}", self.ip),
-            format!("{}:{H2C_PORT},{id},h2c", self.ip),
-        ]
+    /// Whether the pod listens on container port `port` over `protocol` (`TCP`/`UDP`).
+    pub fn serves(&self, port: u16, protocol: &str) -> bool {
+        match (&self.workload, protocol) {
+            (Workload::HttpEcho, "TCP") => port == HTTP_PORT || port == H2C_PORT,
+            (
+                Workload::TcpEcho {
+                    tcp_port,
+                    tls_port,
+                    tls,
+                    ..
+                },
+                "TCP",
+            ) => port == *tcp_port || (tls.is_some() && port == *tls_port),
+            (Workload::UdpEcho { port: p, .. }, "UDP") => port == *p,
+            (Workload::Dns, "UDP") => port == DNS_PORT,
+            _ => false,
+        }
+    }
+
+    /// `shardgate-echo --serve` specs for every port of the pod on its own address. A TLS
+    /// listener's key pair is written to `<dir>/<pod>.crt` and `.key` first.
+    pub fn serve_specs(&self, dir: &Path) -> Result<Vec<String>, String> {
+        let ip = self.ip;
+        let id = |service: &str| {
+            format!(
+                "pod={},namespace={},service={service}",
+                self.name, self.namespace
+            )
+        };
+        Ok(match &self.workload {
+            Workload::HttpEcho => vec![
+                format!("{ip}:{HTTP_PORT},{}", id("")),
+                format!("{ip}:{H2C_PORT},{},h2c", id("")),
+            ],
+            Workload::TcpEcho {
+                service,
+                tcp_port,
+                tls_port,
+                tls,
+            } => {
+                let ports = format!("tcpport={tcp_port},tlsport={tls_port}");
+                let mut specs = vec![format!("{ip}:{tcp_port},{},tcp,{ports}", id(service))];
+                if let Some(pair) = tls {
+                    let cert = dir.join(format!("{}.crt", self.name));
+                    let key = dir.join(format!("{}.key", self.name));
+                    for (path, pem) in [(&cert, &pair.cert_pem), (&key, &pair.key_pem)] {
+                        std::fs::write(path, pem)
+                            .map_err(|e| format!("{}: {e}", path.display()))?;
+                    }
+                    specs.push(format!(
+                        "{ip}:{tls_port},{},tls,cert={},key={},{ports}",
+                        id(service),
+                        cert.display(),
+                        key.display()
+                    ));
+                }
+                specs
+            }
+            Workload::UdpEcho { service, port } => vec![format!("{ip}:{port},{},udp", id(service))],
+            Workload::Dns => vec![format!("{ip}:{DNS_PORT},{},dns", id(""))],
+        })
     }
 }
 
-/// The pod template labels of a Deployment we can serve: echo-basic in HTTP mode (ECHO.md
-/// §1: `GRPC_ECHO_SERVER`, `TCP_ECHO_SERVER` or `UDP_ECHO_SERVER` pick another mode), not
-/// CoreDNS or anything else.
-fn serve_mode(deployment: &Value) -> Option<Map<String, Value>> {
-    let template = &deployment["spec"]["template"];
-    let containers = template["spec"]["containers"].as_array()?;
-    let echo = containers
-        .iter()
-        .find(|c| str_at(c, &["image"]).contains("/echo-basic"))?;
-    let other_mode = echo["env"].as_array().into_iter().flatten().any(|e| {
-        let set = !str_at(e, &["value"]).is_empty() || e.get("valueFrom").is_some();
-        set && matches!(
-            str_at(e, &["name"]),
-            "GRPC_ECHO_SERVER" | "TCP_ECHO_SERVER" | "UDP_ECHO_SERVER"
-        )
-    });
-    if other_mode {
-        return None;
+/// A container's `env`, as echo-basic sees it.
+struct ContainerEnv<'a>(&'a Value);
+
+impl ContainerEnv<'_> {
+    fn var(&self, name: &str) -> Option<&Value> {
+        self.0["env"]
+            .as_array()?
+            .iter()
+            .find(|e| str_at(e, &["name"]) == name)
     }
-    Some(
-        template["metadata"]["labels"]
-            .as_object()
-            .cloned()
-            .unwrap_or_default(),
-    )
+
+    /// Set and non-empty; a `valueFrom` (downward API, Secret) counts as set.
+    fn is_set(&self, name: &str) -> bool {
+        self.var(name)
+            .is_some_and(|e| !str_at(e, &["value"]).is_empty() || e.get("valueFrom").is_some())
+    }
+
+    /// A literal `value` ("" when absent or taken from elsewhere).
+    fn literal(&self, name: &str) -> &str {
+        self.var(name).map_or("", |e| str_at(e, &["value"]))
+    }
 }
 
 #[cfg(test)]
@@ -368,8 +572,25 @@ mod tests {
         assert_eq!(store.apply(doc(v1)).expect("apply"), Some(1));
         assert_eq!(store.generation("GatewayClass", "c"), 1);
         let v2 = "kind: GatewayClass\nmetadata: {name: c}\nspec: {description: new}\n";
+        store.tick();
         store.apply(doc(v2)).expect("apply");
         assert_eq!(store.generation("GatewayClass", "c"), 2);
+        let created = |store: &Store, name: &str| {
+            str_at(
+                store.get("GatewayClass", name).expect("kept"),
+                &["metadata", "creationTimestamp"],
+            )
+            .to_owned()
+        };
+        assert_eq!(
+            created(&store, "c"),
+            "2026-01-01T00:00:00Z",
+            "kept on update"
+        );
+        store
+            .apply(doc("kind: GatewayClass\nmetadata: {name: d}\n"))
+            .expect("apply");
+        assert_eq!(created(&store, "d"), "2026-01-01T00:00:01Z");
         assert_eq!(
             str_at(
                 store.get("GatewayClass", "c").expect("kept"),
@@ -403,5 +624,186 @@ mod tests {
             json!([{"name": "", "port": 3000, "protocol": "TCP"}])
         );
         assert_eq!(slices[0]["endpoints"].as_array().map(Vec::len), Some(2));
+    }
+
+    /// The base manifests' tcp-backend, reduced: TCP mode with a TLS port whose key pair
+    /// comes from a Secret volume through `items`.
+    const TCP_BACKEND: &str = "kind: Deployment
+metadata: {name: tcp-backend, namespace: ns}
+spec:
+  replicas: 2
+  template:
+    metadata: {labels: {app: tcp-backend}}
+    spec:
+      containers:
+      - image: registry.k8s.io/gateway-api/conformance/echo-basic:v0.1.0
+        env:
+        - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+        - {name: TLS_SERVER_CERT, value: /etc/secret-volume/crt}
+        - {name: TLS_SERVER_PRIV_KEY, value: /etc/secret-volume/key}
+        - {name: TCP_ECHO_SERVER, value: '1'}
+        volumeMounts: [{name: secret-volume, mountPath: /etc/secret-volume}]
+      volumes:
+      - name: secret-volume
+        secret:
+          secretName: pair
+          items: [{key: tls.crt, path: crt}, {key: tls.key, path: key}]
+---
+kind: Secret
+metadata: {name: pair, namespace: ns}
+data: {tls.crt: Q0VSVA==, tls.key: S0VZ}
+---
+kind: Service
+metadata: {name: tcp-backend, namespace: ns}
+spec:
+  selector: {app: tcp-backend}
+  ports: [{name: plain, port: 3000, targetPort: 3000}, {name: tls, port: 8443, targetPort: 8443}]
+";
+
+    fn store(yaml: &str) -> Store {
+        let mut store = Store::default();
+        for d in parse_stream(yaml, "test").expect("parses") {
+            store.apply(d).expect("apply");
+        }
+        store
+    }
+
+    #[test]
+    fn tcp_mode_pods_serve_tls_with_the_mounted_secret() {
+        let mut store = store(TCP_BACKEND);
+        let pods = store.plan_pods().to_vec();
+        assert_eq!(pods.len(), 2);
+        assert_eq!(
+            pods[0].workload,
+            Workload::TcpEcho {
+                service: String::new(),
+                tcp_port: TCP_PORT,
+                tls_port: TLS_PORT,
+                tls: Some(ServingKeyPair {
+                    cert_pem: "CERT".into(),
+                    key_pem: "KEY".into()
+                }),
+            }
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let specs = pods[0].serve_specs(dir.path()).expect("specs");
+        let ip = pods[0].ip;
+        let crt = dir.path().join("tcp-backend-0-0.crt");
+        let key = dir.path().join("tcp-backend-0-0.key");
+        assert_eq!(
+            specs,
+            [
+                format!("{ip}:3000,pod=tcp-backend-0-0,namespace=ns,service=,tcp,tcpport=3000,tlsport=8443"),
+                format!(
+                    "{ip}:8443,pod=tcp-backend-0-0,namespace=ns,service=,tls,cert={},key={},tcpport=3000,tlsport=8443",
+                    crt.display(),
+                    key.display()
+                ),
+            ]
+        );
+        assert_eq!(std::fs::read_to_string(&key).expect("key written"), "KEY");
+        let slices = store.endpoint_slices();
+        assert_eq!(
+            slices[0]["ports"],
+            json!([
+                {"name": "plain", "port": 3000, "protocol": "TCP"},
+                {"name": "tls", "port": 8443, "protocol": "TCP"},
+            ])
+        );
+    }
+
+    #[test]
+    fn without_its_secret_a_tcp_pod_serves_plaintext_only() {
+        let mut store = store(&TCP_BACKEND.replace("name: pair,", "name: other,"));
+        let pods = store.plan_pods().to_vec();
+        assert!(matches!(
+            pods[0].workload,
+            Workload::TcpEcho { tls: None, .. }
+        ));
+        let slices = store.endpoint_slices();
+        assert_eq!(
+            slices[0]["ports"],
+            json!([{"name": "plain", "port": 3000, "protocol": "TCP"}])
+        );
+    }
+
+    #[test]
+    fn udp_mode_and_coredns_pods_get_udp_endpoints() {
+        let mut store = store(
+            "kind: Deployment
+metadata: {name: udp-backend-v1, namespace: ns}
+spec:
+  template:
+    metadata: {labels: {app: v1}}
+    spec:
+      containers:
+      - image: registry.k8s.io/gateway-api/conformance/echo-basic:v0.1.0
+        env: [{name: UDP_ECHO_SERVER, value: '1'}, {name: SERVICE_NAME, value: udp-backend-v1}]
+---
+kind: Service
+metadata: {name: udp-backend-v1, namespace: ns}
+spec:
+  selector: {app: v1}
+  ports: [{name: udp, protocol: UDP, port: 8080, targetPort: 8080}, {name: tcp, port: 8080, targetPort: 8080}]
+---
+kind: Deployment
+metadata: {name: coredns, namespace: ns}
+spec:
+  template:
+    metadata: {labels: {app: udp}}
+    spec: {containers: [{image: registry.k8s.io/coredns/coredns:v1.14.6}]}
+---
+kind: Service
+metadata: {name: coredns, namespace: ns}
+spec:
+  selector: {app: udp}
+  ports: [{name: udp-dns, port: 53, protocol: UDP, targetPort: 53}]
+",
+        );
+        let pods = store.plan_pods().to_vec();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let specs: Vec<String> = pods
+            .iter()
+            .flat_map(|p| p.serve_specs(dir.path()).expect("specs"))
+            .collect();
+        assert_eq!(
+            specs,
+            [
+                format!(
+                    "{}:8080,pod=udp-backend-v1-0-0,namespace=ns,service=udp-backend-v1,udp",
+                    pods[0].ip
+                ),
+                format!(
+                    "{}:53,pod=coredns-0-0,namespace=ns,service=,dns",
+                    pods[1].ip
+                ),
+            ]
+        );
+        let slices = store.endpoint_slices();
+        assert_eq!(
+            slices[0]["ports"],
+            json!([{"name": "udp", "port": 8080, "protocol": "UDP"}]),
+            "the TCP port of the same number is not served"
+        );
+        assert_eq!(
+            slices[1]["ports"],
+            json!([{"name": "udp-dns", "port": 53, "protocol": "UDP"}])
+        );
+    }
+
+    #[test]
+    fn grpc_mode_pods_are_not_planned() {
+        let mut store = store(
+            "kind: Deployment
+metadata: {name: grpc, namespace: ns}
+spec:
+  template:
+    spec:
+      containers:
+      - image: registry.k8s.io/gateway-api/conformance/echo-basic:v0.1.0
+        env: [{name: GRPC_ECHO_SERVER, value: '1'}, {name: TCP_ECHO_SERVER, value: '1'}]
+",
+        );
+        assert!(store.plan_pods().is_empty());
     }
 }

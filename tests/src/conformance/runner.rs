@@ -1,19 +1,19 @@
 //! Runs one corpus folder against fresh processes: objects in, status checked phase by
 //! phase, traffic replayed, extra checks made. Every failure is one specific line.
 //!
-//! Order, as the Go test runs it: status entries of the steady state (or `initial`); then for
-//! each `update-N.yaml`/`delete-N.yaml` named by a phase, its `before:` entries, the change,
-//! its `after:` entries; then the HTTP cases in order (with their mirror checks); then the
-//! weighted distribution and the other multi-request checks. A few folders change objects
-//! at points their data does not encode as phases; [`special`] lists them, taken from their
-//! `other_checks`.
+//! Order, as the Go test runs it: status entries of the steady state (or `initial`), then the
+//! TLS/TCP/UDP cases of that phase; then for each `update-N.yaml`/`delete-N.yaml` named by a
+//! phase, its `before:` entries and cases, the change, its `after:` entries and cases; then
+//! the HTTP cases in order (with their mirror checks); then the weighted distribution and
+//! the other multi-request checks. A few folders change objects at points their data does
+//! not encode as phases; [`special`] lists them, taken from their `other_checks`.
 
-use super::cases::{Cases, Helper, HttpCase, StatusEntry};
+use super::cases::{Cases, Helper, HttpCase, StatusEntry, TlsExpect};
 use super::objects::{
     endpoint, object_key, parse_stream, str_at, Store, CLASS_NAME, CONTROLLER_NAME,
 };
 use super::status::{check, StatusView};
-use super::{extra, traffic};
+use super::{extra, probe, tcp_echo, tls, traffic, udp_echo};
 use crate::{Driver, Echo, Gateway, GatewayOptions};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -102,11 +102,10 @@ impl Instance {
             store.apply(d)?;
         }
         let logs = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-        let specs: Vec<String> = store
-            .plan_pods()
-            .iter()
-            .flat_map(|p| p.serve_specs())
-            .collect();
+        let mut specs = Vec::new();
+        for pod in store.plan_pods() {
+            specs.extend(pod.serve_specs(logs.path())?);
+        }
         let echo = (!specs.is_empty()).then(|| Echo::start_specs(logs.path(), &specs));
         let gw = Gateway::start_with(
             GatewayOptions::new(Driver::Epoll),
@@ -179,6 +178,7 @@ impl Instance {
     /// config; an update must move the object's generation, as the API server's would.
     fn change(&mut self, folder: &Path, file: &str) -> Result<(), String> {
         let docs = parse_stream(&read(&folder.join(file))?, file)?;
+        self.store.tick();
         for doc in docs {
             if file.starts_with("delete-") {
                 if !self.store.delete(&doc) {
@@ -194,6 +194,12 @@ impl Instance {
         }
         self.write();
         Ok(())
+    }
+
+    /// The Gateway's address and a listener port a TLS, TCP or UDP case names.
+    fn l4_addr(&self, gateway: &str, port: Option<u16>) -> Result<SocketAddr, String> {
+        let port = port.ok_or_else(|| format!("a case for {gateway} names no listener_port"))?;
+        self.addr(gateway, Some(port), "")
     }
 
     fn addr(&self, gateway: &str, port: Option<u16>, scheme: &str) -> Result<SocketAddr, String> {
@@ -277,13 +283,86 @@ fn phase_files(entries: &[StatusEntry]) -> Vec<String> {
 fn in_phase(entries: &[StatusEntry], phase: Option<&str>) -> Vec<StatusEntry> {
     entries
         .iter()
-        .filter(|e| match (phase, e.phase.as_deref()) {
-            (None, None | Some("initial")) => true,
-            (Some(want), Some(got)) => want == got,
-            _ => false,
-        })
+        .filter(|e| phase_is(phase, e.phase.as_deref()))
         .cloned()
         .collect()
+}
+
+/// Whether an entry's `phase` (`got`) is `want`; `None` stands for the steady state, which
+/// entries without a phase and `initial` ones belong to.
+fn phase_is(want: Option<&str>, got: Option<&str>) -> bool {
+    match (want, got) {
+        (None, None | Some("initial")) => true,
+        (Some(want), Some(got)) => want == got,
+        _ => false,
+    }
+}
+
+/// The TLS, TCP and UDP cases of one phase, in that order. Each passes on its first good
+/// attempt within [`CASE_TIMEOUT`] (Go: 30 s); after the first failure (or when `quick`,
+/// something having failed already) each case gets one try: the configuration has long
+/// converged by then.
+fn run_l4_cases(
+    inst: &Instance,
+    cases: &Cases,
+    phase: Option<&str>,
+    quick: bool,
+) -> Result<(), String> {
+    let mut errors: Vec<String> = Vec::new();
+    let budget = |errors: &Vec<String>| {
+        if quick || !errors.is_empty() {
+            Duration::ZERO
+        } else {
+            CASE_TIMEOUT
+        }
+    };
+    for (i, case) in cases.tls_cases.iter().enumerate() {
+        if !phase_is(phase, case.phase.as_deref()) {
+            continue;
+        }
+        let result = inst
+            .l4_addr(&case.gateway, case.listener_port)
+            .and_then(|addr| match case.expect {
+                TlsExpect::ConnectionRejected => probe::poll(budget(&errors), |t| {
+                    tls::expect_rejection(addr, &case.sni, t)
+                })
+                .map_err(|e| format!("want the connection rejected, last: {e}")),
+                TlsExpect::TcpEchoOverTls => {
+                    tcp_echo::run_tls_echo_case(case, addr, budget(&errors))
+                }
+                TlsExpect::Unknown => Err("runner cannot check: this tls expectation".into()),
+            });
+        if let Err(e) = result {
+            errors.push(format!("tls case {i}: {e}"));
+        }
+    }
+    for (i, case) in cases.tcp_cases.iter().enumerate() {
+        if !phase_is(phase, case.phase.as_deref()) {
+            continue;
+        }
+        let result = inst
+            .l4_addr(&case.gateway, case.listener_port)
+            .and_then(|addr| tcp_echo::run_tcp_case(case, addr, budget(&errors)));
+        if let Err(e) = result {
+            errors.push(format!("tcp case {i}: {e}"));
+        }
+    }
+    for (i, case) in cases.udp_cases.iter().enumerate() {
+        if !phase_is(phase, case.phase.as_deref()) {
+            continue;
+        }
+        let result = inst
+            .l4_addr(&case.gateway, case.listener_port)
+            .and_then(|addr| udp_echo::run_udp_case(case, addr, budget(&errors)));
+        if let Err(e) = result {
+            errors.push(format!("udp case {i}: {e}"));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
 }
 
 /// The pseudo-test `suite-setup`: what the Go suite requires before any test, with the
@@ -318,21 +397,8 @@ pub fn suite_setup(corpus: &Corpus) -> Result<(), String> {
 
 /// Runs one folder; `Err` is the one-line reason.
 pub fn run_folder(corpus: &Corpus, folder: &str, cases: &Cases) -> Result<(), String> {
-    let unsupported: Vec<&str> = [
-        ("TLS", cases.tls_cases.len()),
-        ("TCP", cases.tcp_cases.len()),
-        ("UDP", cases.udp_cases.len()),
-        ("gRPC", cases.grpc_cases.len()),
-    ]
-    .iter()
-    .filter(|(_, n)| *n > 0)
-    .map(|(k, _)| *k)
-    .collect();
-    if !unsupported.is_empty() {
-        return Err(format!(
-            "runner cannot check: {} cases",
-            unsupported.join("/")
-        ));
+    if !cases.grpc_cases.is_empty() {
+        return Err("runner cannot check: gRPC cases".to_owned());
     }
     let special = special(folder);
     if let Some(Special::CannotCheck(why)) = &special {
@@ -347,7 +413,7 @@ pub fn run_folder(corpus: &Corpus, folder: &str, cases: &Cases) -> Result<(), St
     // Go stops at the first failure; the runner goes on (traffic with one short try per
     // case) so that the line tells everything that is missing, status and traffic alike.
     let mut failures: Vec<String> = Vec::new();
-    let mut note = |r: Result<(), String>| {
+    let note = |failures: &mut Vec<String>, r: Result<(), String>| {
         if let Err(e) = r {
             failures.push(e);
         }
@@ -367,21 +433,42 @@ pub fn run_folder(corpus: &Corpus, folder: &str, cases: &Cases) -> Result<(), St
         let ns = latest.namespace.clone().unwrap_or_default();
         let ready = StatusEntry::synthetic("Namespace", &ns, "namespaces_ready", Vec::new());
         note(
+            &mut failures,
             inst.await_status(&[ready, latest.clone()])
                 .map_err(|e| format!("before update-1.yaml: {e}")),
         );
         inst.change(&dir, "update-1.yaml")?;
         entries.push(latest);
     }
-    note(inst.await_status(&in_phase(&entries, None)));
+    // TLS/TCP/UDP cases run in their phase, after its status entries (HTTP cases carry no
+    // phases in this corpus).
+    note(&mut failures, inst.await_status(&in_phase(&entries, None)));
+    let quick = !failures.is_empty();
+    note(&mut failures, run_l4_cases(&inst, cases, None, quick));
     for file in phase_files(&entries) {
+        let before = format!("before:{file}");
         note(
-            inst.await_status(&in_phase(&entries, Some(&format!("before:{file}"))))
+            &mut failures,
+            inst.await_status(&in_phase(&entries, Some(&before)))
+                .map_err(|e| format!("before {file}: {e}")),
+        );
+        let quick = !failures.is_empty();
+        note(
+            &mut failures,
+            run_l4_cases(&inst, cases, Some(&before), quick)
                 .map_err(|e| format!("before {file}: {e}")),
         );
         inst.change(&dir, &file)?;
+        let after = format!("after:{file}");
         note(
-            inst.await_status(&in_phase(&entries, Some(&format!("after:{file}"))))
+            &mut failures,
+            inst.await_status(&in_phase(&entries, Some(&after)))
+                .map_err(|e| format!("after {file}: {e}")),
+        );
+        let quick = !failures.is_empty();
+        note(
+            &mut failures,
+            run_l4_cases(&inst, cases, Some(&after), quick)
                 .map_err(|e| format!("after {file}: {e}")),
         );
     }
@@ -396,7 +483,16 @@ pub fn run_folder(corpus: &Corpus, folder: &str, cases: &Cases) -> Result<(), St
         }
     };
     note(run_http_cases(&mut inst, cases, &special, status_failed));
-    if let Some(w) = &cases.weighted_distribution {
+    if let Some(w) = cases
+        .weighted_distribution
+        .iter()
+        .find(|w| w.protocol.is_some())
+    {
+        note(
+            inst.l4_addr(&w.gateway, w.listener_port)
+                .and_then(|addr| extra::weighted_l4(w, addr)),
+        );
+    } else if let Some(w) = &cases.weighted_distribution {
         let scheme = w.request["scheme"].as_str().unwrap_or("http");
         let path = w.request["path"].as_str().unwrap_or("/");
         let case = cases

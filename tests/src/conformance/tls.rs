@@ -1,5 +1,7 @@
-//! The Go suite's HTTPS client: HTTP/1.1 over TLS with SNI from the case and a root pool of
-//! exactly the case's `trust_anchor` (CASES-CONVENTIONS.md "http_cases").
+//! The Go suite's TLS clients: HTTP/1.1 over TLS with SNI from the case and a root pool of
+//! exactly the case's `trust_anchor` (CASES-CONVENTIONS.md "http_cases"); the same handshake
+//! for the TCP echo protocol over TLS; and the probe that expects a Gateway to drop a
+//! connection without answering its ClientHello ("tls_cases").
 //!
 //! Go accepts a certificate that is itself in the root pool, and matches `*.org` against
 //! `example.org`; webpki does neither (a self-signed leaf with CA=false is no anchor to it,
@@ -9,6 +11,7 @@
 
 use super::certs::runtime;
 use super::objects::str_at;
+use super::probe::Attempt;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -16,7 +19,10 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConnection, DigitallySignedStruct, Error, RootCertStore,
+    SignatureScheme, StreamOwned,
+};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -192,7 +198,8 @@ impl ServerCertVerifier for GoRootPool {
     }
 }
 
-/// A client configuration trusting `trust_anchor` only, presenting `client_cert` if given.
+/// A client configuration trusting `trust_anchor` only, presenting `client_cert` if given;
+/// no ALPN.
 fn config(trust_anchor: &str, client_cert: Option<&str>) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let anchors = certs(&runtime_pem(trust_anchor)?)?;
@@ -216,7 +223,7 @@ fn config(trust_anchor: &str, client_cert: Option<&str>) -> Result<rustls::Clien
         .map_err(|e| e.to_string())?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier));
-    let mut config = match client_cert {
+    let config = match client_cert {
         None => builder.with_no_client_auth(),
         Some(secret) => {
             let chain = certs(&runtime_pem(&format!("{secret}:tls.crt"))?)?;
@@ -229,8 +236,6 @@ fn config(trust_anchor: &str, client_cert: Option<&str>) -> Result<rustls::Clien
                 .map_err(|e| format!("{secret}: {e}"))?
         }
     };
-    // Go's HTTP/1.1 transport with its own TLS config does not offer h2.
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
 
@@ -244,7 +249,9 @@ pub fn exchange(
     request: &[u8],
     timeout: Duration,
 ) -> Result<Vec<u8>, String> {
-    let config = config(trust_anchor, client_cert)?;
+    let mut config = config(trust_anchor, client_cert)?;
+    // Go's HTTP/1.1 transport with its own TLS config does not offer h2.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let name = ServerName::try_from(sni.to_owned()).map_err(|e| format!("SNI {sni:?}: {e}"))?;
     let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
     let sock = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
@@ -260,6 +267,135 @@ pub fn exchange(
         // Servers often close without close_notify after `Connection: close`.
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !out.is_empty() => Ok(out),
         Err(e) => Err(format!("TLS to {addr} (SNI {sni}): {e}")),
+    }
+}
+
+/// A TLS connection to `addr` with SNI `sni`, trusting `trust_anchor` only, handshake done
+/// (Go's `tls.Dial` in the TCP helpers: no ALPN, no client certificate). Reads and writes
+/// time out after `timeout`.
+pub fn connect(
+    addr: SocketAddr,
+    sni: &str,
+    trust_anchor: &str,
+    timeout: Duration,
+) -> Result<StreamOwned<ClientConnection, TcpStream>, Attempt> {
+    let config = config(trust_anchor, None).map_err(Attempt::Fatal)?;
+    let name = ServerName::try_from(sni.to_owned())
+        .map_err(|e| Attempt::Fatal(format!("SNI {sni:?}: {e}")))?;
+    let conn =
+        ClientConnection::new(Arc::new(config), name).map_err(|e| Attempt::Fatal(e.to_string()))?;
+    let mut tls = StreamOwned::new(conn, dial(addr, timeout)?);
+    handshake(&mut tls).map_err(|e| Attempt::Retry(format!("TLS handshake (SNI {sni}): {e}")))?;
+    Ok(tls)
+}
+
+/// A TCP connection with read and write timeouts.
+fn dial(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Attempt> {
+    let sock = TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| Attempt::Retry(format!("connect {addr}: {e}")))?;
+    sock.set_read_timeout(Some(timeout))
+        .and_then(|()| sock.set_write_timeout(Some(timeout)))
+        .map_err(Attempt::retry)?;
+    Ok(sock)
+}
+
+/// Drives the client handshake to its end.
+fn handshake(tls: &mut StreamOwned<ClientConnection, TcpStream>) -> std::io::Result<()> {
+    while tls.conn.is_handshaking() {
+        if tls.conn.complete_io(&mut tls.sock)? == (0, 0) && tls.conn.is_handshaking() {
+            // No bytes moved either way: the peer closed.
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(())
+}
+
+/// `tls.MakeTLSConnectionAndExpectEventuallyConnectionRejection`, one attempt: a TLS 1.2+
+/// client with SNI `sni` and the system roots (which hold none of the suite's CAs) dials
+/// `addr`. It passes only when the dial or handshake ends in EOF or a reset; a refused
+/// connection, a completed handshake, a certificate error, a timeout or a TLS alert from
+/// the Gateway (Go's `remote error: tls: …`) all mean "not rejected yet".
+pub fn expect_rejection(addr: SocketAddr, sni: &str, timeout: Duration) -> Result<(), Attempt> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Attempt::Fatal(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(SystemRoots { provider }))
+        .with_no_client_auth();
+    let name = ServerName::try_from(sni.to_owned())
+        .map_err(|e| Attempt::Fatal(format!("SNI {sni:?}: {e}")))?;
+    let conn =
+        ClientConnection::new(Arc::new(config), name).map_err(|e| Attempt::Fatal(e.to_string()))?;
+    let mut tls = StreamOwned::new(conn, dial(addr, timeout)?);
+    match handshake(&mut tls) {
+        Ok(()) => Err(Attempt::Retry(format!(
+            "SNI {sni}: the TLS handshake completed"
+        ))),
+        Err(e) if is_rejection(&e) => Ok(()),
+        Err(e) => Err(Attempt::Retry(format!("SNI {sni}: {e}"))),
+    }
+}
+
+/// Go's test: `io.EOF`, `io.ErrUnexpectedEOF` or `ECONNRESET`.
+fn is_rejection(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+    )
+}
+
+/// Go's system root pool from the suite's point of view: none of the run-time CAs is in it,
+/// so every certificate a Gateway presents fails verification.
+#[derive(Debug)]
+struct SystemRoots {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for SystemRoots {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        Err(Error::InvalidCertificate(CertificateError::UnknownIssuer))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -342,6 +478,55 @@ mod tests {
         )
         .expect("handshake");
         assert!(got.starts_with(b"HTTP/1.1 200"));
+    }
+
+    /// A listener that reads what the client sends, then closes (`reset`: with unread
+    /// data and linger 0, so the client sees an RST) or answers with a TLS alert.
+    fn reject_once(how: &'static str) -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            let Ok((mut sock, _)) = listener.accept() else {
+                return;
+            };
+            let mut buf = [0u8; 8];
+            let _ = sock.read(&mut buf);
+            match how {
+                // handshake_failure, fatal, TLS 1.2 record.
+                "alert" => {
+                    let _ = sock.write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28]);
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                "close" => {
+                    let mut rest = [0u8; 4096];
+                    let _ = sock.read(&mut rest);
+                }
+                _ => {}
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn dropping_the_client_hello_counts_as_rejection_but_an_alert_does_not() {
+        let t = Duration::from_secs(5);
+        assert_eq!(
+            expect_rejection(reject_once("close"), "a.example.com", t),
+            Ok(())
+        );
+        assert_eq!(
+            expect_rejection(reject_once("reset"), "a.example.com", t),
+            Ok(())
+        );
+        let alert = expect_rejection(reject_once("alert"), "a.example.com", t);
+        assert!(
+            matches!(&alert, Err(Attempt::Retry(e)) if e.contains("HandshakeFailure")),
+            "{alert:?}"
+        );
+        // A completed handshake is no rejection either.
+        let served = serve_once("gateway-conformance-infra/tls-checks-certificate");
+        let done = expect_rejection(served, "abc.example.com", t);
+        assert!(matches!(done, Err(Attempt::Retry(_))), "{done:?}");
     }
 
     #[test]
