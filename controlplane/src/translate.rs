@@ -11,6 +11,25 @@
 //! (ReferenceGrants, Service ports, EndpointSlices) → rules ordered by the
 //! spec's precedence in each listener's virtual hosts.
 
+/// The [`ParentSpec`]s of a route's parentRefs: every route kind has its own
+/// generated parentRef type, all with the same fields.
+macro_rules! parent_specs {
+    ($refs:expr) => {
+        $refs
+            .iter()
+            .flatten()
+            .map(|p| ParentSpec {
+                group: p.group.clone(),
+                kind: p.kind.clone(),
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+                section_name: p.section_name.clone(),
+                port: p.port,
+            })
+            .collect()
+    };
+}
+
 mod backends;
 mod filters;
 mod grpc;
@@ -42,6 +61,7 @@ use shardgate_core::{
     Filters, HeaderMatch, Hostname, MatchKind, ObjectRef, PathMatch, QueryMatch, Retry, RouteMatch,
     RouteRef, Rule, Snapshot, Timeouts,
 };
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::str::FromStr;
 
@@ -375,50 +395,54 @@ fn attach_http_route(
         ns,
         name,
         meta: &route.metadata,
-        hostnames: route
-            .spec
-            .hostnames
-            .iter()
-            .flatten()
-            .filter_map(|h| Hostname::try_from(h.as_str()).ok())
-            .collect(),
-        parent_refs: route
-            .spec
-            .parent_refs
-            .iter()
-            .flatten()
-            .map(|p| ParentSpec {
-                group: p.group.clone(),
-                kind: p.kind.clone(),
-                namespace: p.namespace.clone(),
-                name: p.name.clone(),
-                section_name: p.section_name.clone(),
-                port: p.port,
-            })
-            .collect(),
+        hostnames: hostnames(route.spec.hostnames.as_deref()),
+        parent_refs: parent_specs!(route.spec.parent_refs),
     };
-    // Rules are compiled once; they do not depend on the parent.
-    let mut resolved_refs = resolved_condition();
-    let compiled: Result<Vec<(u32, u32, Rule)>, String> = route
+    let rules = route
         .spec
         .rules
         .iter()
         .flatten()
+        .map(|r| Ok(Cow::Borrowed(r)));
+    attach_rules(&spec, rules, gateways, listeners, store, resolver)
+}
+
+/// The valid hostnames of a route (invalid ones the API server would have
+/// refused; they are skipped).
+fn hostnames(list: Option<&[String]>) -> Vec<Hostname> {
+    list.into_iter()
+        .flatten()
+        .filter_map(|h| Hostname::try_from(h.as_str()).ok())
+        .collect()
+}
+
+/// Compiles HTTP-shaped rules once (they do not depend on the parent) and
+/// attaches them.
+fn attach_rules<'r>(
+    spec: &RouteSpec<'_>,
+    rules: impl Iterator<Item = Result<Cow<'r, HttpRouteRules>, String>>,
+    gateways: &[(&Key, &Gateway)],
+    listeners: &mut [ListenerState],
+    store: &Store,
+    resolver: &mut BackendResolver<'_>,
+) -> Option<RouteStatus> {
+    let mut resolved_refs = resolved_condition();
+    let compiled: Result<Vec<(u32, u32, Rule)>, String> = rules
         .enumerate()
         .map(|(ri, rule)| {
             compile_rule(
-                "HTTPRoute",
-                ns,
-                name,
+                spec.kind,
+                spec.ns,
+                spec.name,
                 ri as u32,
-                rule,
+                &*rule?,
                 resolver,
                 &mut resolved_refs,
             )
         })
         .collect::<Result<Vec<_>, _>>()
         .map(|v| v.into_iter().flatten().collect());
-    attach_route(&spec, compiled, resolved_refs, gateways, listeners, store)
+    attach_route(spec, compiled, resolved_refs, gateways, listeners, store)
 }
 
 /// Attaches a route's compiled rules to the listeners its parentRefs select

@@ -287,10 +287,116 @@ enum ResponseState {
     Done,
 }
 
-enum Framing {
+/// How the HTTP/1.1 body being turned into DATA frames ends.
+pub(crate) enum Framing {
     Length(u64),
     Chunked(ChunkedDecoder),
     UntilClose,
+}
+
+/// What [`send_framed`] got to.
+pub(crate) enum Sent {
+    /// The body and its trailers are out; the stream is ended.
+    Done,
+    /// Everything given is out; more body is to come.
+    NeedMore,
+}
+
+/// Sends the part of an HTTP/1.1 body that `pending` holds as DATA frames
+/// (framing removed), and at its end the chunked trailers as HTTP/2
+/// trailers. Consumes what it sent from `pending`.
+pub(crate) async fn send_framed(
+    send: &mut SendStream<Bytes>,
+    framing: &mut Framing,
+    pending: &mut Vec<u8>,
+) -> io::Result<Sent> {
+    loop {
+        if pending.is_empty() {
+            return Ok(Sent::NeedMore);
+        }
+        let mut data = Vec::new();
+        let mut trailers = Vec::new();
+        let (used, done) = match framing {
+            Framing::Length(left) => {
+                let n = (*left).min(pending.len() as u64) as usize;
+                data.extend_from_slice(&pending[..n]);
+                *left -= n as u64;
+                (n, *left == 0)
+            }
+            Framing::Chunked(d) => {
+                let n = d
+                    .decode(pending, &mut data, &mut trailers)
+                    .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+                (n, d.is_done())
+            }
+            Framing::UntilClose => {
+                data.extend_from_slice(pending);
+                (pending.len(), false)
+            }
+        };
+        pending.drain(..used);
+        send_data(send, Bytes::from(data), done && trailers.is_empty()).await?;
+        if done {
+            if !trailers.is_empty() {
+                send.send_trailers(parse_trailers(&trailers))
+                    .map_err(h2_io)?;
+            }
+            return Ok(Sent::Done);
+        }
+        if used == 0 {
+            return Ok(Sent::NeedMore);
+        }
+    }
+}
+
+/// Reads the next DATA frame of `body` onto `buf` as HTTP/1.1 body bytes
+/// (a chunk when `chunked`), or at its end the last chunk with the
+/// trailers. Returns the bytes added and whether the body ended.
+pub(crate) async fn read_body(
+    body: &mut RecvStream,
+    chunked: bool,
+    buf: &mut Vec<u8>,
+) -> io::Result<(usize, bool)> {
+    let before = buf.len();
+    loop {
+        match body.data().await {
+            Some(Ok(data)) if data.is_empty() => continue,
+            Some(Ok(data)) => {
+                let _ = body.flow_control().release_capacity(data.len());
+                append_data(buf, &data, chunked);
+                return Ok((buf.len() - before, false));
+            }
+            Some(Err(e)) => return Err(h2_io(e)),
+            None => {
+                let trailers = body.trailers().await.map_err(h2_io)?;
+                if chunked {
+                    append_last_chunk(buf, trailers.as_ref());
+                }
+                return Ok((buf.len() - before, true));
+            }
+        }
+    }
+}
+
+/// Appends one DATA frame's bytes to an HTTP/1.1 body: as a chunk when the
+/// body is chunked.
+fn append_data(buf: &mut Vec<u8>, data: &[u8], chunked: bool) {
+    if chunked {
+        buf.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        buf.extend_from_slice(data);
+        buf.extend_from_slice(b"\r\n");
+    } else {
+        buf.extend_from_slice(data);
+    }
+}
+
+/// Appends the end of a chunked HTTP/1.1 body, with the HTTP/2 trailers.
+fn append_last_chunk(buf: &mut Vec<u8>, trailers: Option<&HeaderMap>) {
+    buf.extend_from_slice(b"0\r\n");
+    for (name, value) in trailers.into_iter().flatten() {
+        push_field(buf, name.as_str(), value.as_bytes());
+    }
+    buf.extend_from_slice(b"\r\n");
 }
 
 /// Fields that are about one HTTP/1.1 connection and never cross into
@@ -395,39 +501,9 @@ impl Exchange {
                     };
                 }
                 ResponseState::Body { send, framing } => {
-                    if self.pending.is_empty() {
-                        return Ok(());
-                    }
-                    let mut data = Vec::new();
-                    let mut trailers = Vec::new();
-                    let (used, done) = match framing {
-                        Framing::Length(left) => {
-                            let n = (*left).min(self.pending.len() as u64) as usize;
-                            data.extend_from_slice(&self.pending[..n]);
-                            *left -= n as u64;
-                            (n, *left == 0)
-                        }
-                        Framing::Chunked(d) => {
-                            let n = d
-                                .decode(&self.pending, &mut data, &mut trailers)
-                                .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
-                            (n, d.is_done())
-                        }
-                        Framing::UntilClose => {
-                            data.extend_from_slice(&self.pending);
-                            (self.pending.len(), false)
-                        }
-                    };
-                    self.pending.drain(..used);
-                    send_data(send, Bytes::from(data), done && trailers.is_empty()).await?;
-                    if done {
-                        if !trailers.is_empty() {
-                            send.send_trailers(parse_trailers(&trailers))
-                                .map_err(h2_io)?;
-                        }
-                        self.response = ResponseState::Done;
-                    } else if used == 0 {
-                        return Ok(());
+                    match send_framed(send, framing, &mut self.pending).await? {
+                        Sent::Done => self.response = ResponseState::Done,
+                        Sent::NeedMore => return Ok(()),
                     }
                 }
                 ResponseState::Done => {
@@ -531,38 +607,11 @@ impl Io for Exchange {
         let Some(body) = self.body.as_mut() else {
             return Ok(0);
         };
-        loop {
-            match body.data().await {
-                Some(Ok(data)) if data.is_empty() => continue,
-                Some(Ok(data)) => {
-                    let _ = body.flow_control().release_capacity(data.len());
-                    let before = buf.len();
-                    if self.chunked_body {
-                        buf.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                        buf.extend_from_slice(&data);
-                        buf.extend_from_slice(b"\r\n");
-                    } else {
-                        buf.extend_from_slice(&data);
-                    }
-                    return Ok(buf.len() - before);
-                }
-                Some(Err(e)) => return Err(h2_io(e)),
-                None => {
-                    let trailers = body.trailers().await.map_err(h2_io)?;
-                    self.body = None;
-                    if !self.chunked_body {
-                        return Ok(0);
-                    }
-                    let before = buf.len();
-                    buf.extend_from_slice(b"0\r\n");
-                    for (name, value) in trailers.iter().flatten() {
-                        push_field(buf, name.as_str(), value.as_bytes());
-                    }
-                    buf.extend_from_slice(b"\r\n");
-                    return Ok(buf.len() - before);
-                }
-            }
+        let (n, ended) = read_body(body, self.chunked_body, buf).await?;
+        if ended {
+            self.body = None;
         }
+        Ok(n)
     }
 
     async fn write_prefix(&mut self, buf: &mut Vec<u8>, n: usize) -> io::Result<()> {

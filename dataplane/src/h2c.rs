@@ -8,7 +8,7 @@
 //! trailers such as `grpc-status` survive the trip), which the proxy relays
 //! as it would any other.
 
-use crate::h2::{connection_specific, h2_io, parse_trailers, push_field, send_data};
+use crate::h2::{connection_specific, h2_io, push_field, read_body, send_framed, Framing, Sent};
 use bytes::Bytes;
 use h2::client::{ResponseFuture, SendRequest};
 use h2::{RecvStream, SendStream};
@@ -78,14 +78,9 @@ enum RequestState {
     Head,
     Body {
         send: SendStream<Bytes>,
-        framing: BodyFraming,
+        framing: Framing,
     },
     Done,
-}
-
-enum BodyFraming {
-    Length(u64),
-    Chunked(ChunkedDecoder),
 }
 
 enum ResponseState {
@@ -129,45 +124,19 @@ impl H2Exchange {
                     self.request = match body {
                         BodyKind::Length(n) => RequestState::Body {
                             send,
-                            framing: BodyFraming::Length(n),
+                            framing: Framing::Length(n),
                         },
                         BodyKind::Chunked => RequestState::Body {
                             send,
-                            framing: BodyFraming::Chunked(ChunkedDecoder::new()),
+                            framing: Framing::Chunked(ChunkedDecoder::new()),
                         },
                         _ => RequestState::Done,
                     };
                 }
                 RequestState::Body { send, framing } => {
-                    if self.pending.is_empty() {
-                        return Ok(());
-                    }
-                    let mut data = Vec::new();
-                    let mut trailers = Vec::new();
-                    let (used, done) = match framing {
-                        BodyFraming::Length(left) => {
-                            let n = (*left).min(self.pending.len() as u64) as usize;
-                            data.extend_from_slice(&self.pending[..n]);
-                            *left -= n as u64;
-                            (n, *left == 0)
-                        }
-                        BodyFraming::Chunked(d) => {
-                            let n = d
-                                .decode(&self.pending, &mut data, &mut trailers)
-                                .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
-                            (n, d.is_done())
-                        }
-                    };
-                    self.pending.drain(..used);
-                    send_data(send, Bytes::from(data), done && trailers.is_empty()).await?;
-                    if done {
-                        if !trailers.is_empty() {
-                            send.send_trailers(parse_trailers(&trailers))
-                                .map_err(h2_io)?;
-                        }
-                        self.request = RequestState::Done;
-                    } else if used == 0 {
-                        return Ok(());
+                    match send_framed(send, framing, &mut self.pending).await? {
+                        Sent::Done => self.request = RequestState::Done,
+                        Sent::NeedMore => return Ok(()),
                     }
                 }
                 RequestState::Done => {
@@ -253,36 +222,12 @@ impl crate::transfer::Io for H2Exchange {
                     return Ok(buf.len() - before);
                 }
                 ResponseState::Body { body, chunked } => {
-                    let chunked = *chunked;
-                    match body.data().await {
-                        Some(Ok(data)) if data.is_empty() => continue,
-                        Some(Ok(data)) => {
-                            let _ = body.flow_control().release_capacity(data.len());
-                            let before = buf.len();
-                            if chunked {
-                                buf.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                                buf.extend_from_slice(&data);
-                                buf.extend_from_slice(b"\r\n");
-                            } else {
-                                buf.extend_from_slice(&data);
-                            }
-                            return Ok(buf.len() - before);
-                        }
-                        Some(Err(e)) => return Err(h2_io(e)),
-                        None => {
-                            let trailers = body.trailers().await.map_err(h2_io)?;
-                            self.response = ResponseState::Done;
-                            if !chunked {
-                                return Ok(0);
-                            }
-                            let before = buf.len();
-                            buf.extend_from_slice(b"0\r\n");
-                            for (name, value) in trailers.iter().flatten() {
-                                push_field(buf, name.as_str(), value.as_bytes());
-                            }
-                            buf.extend_from_slice(b"\r\n");
-                            return Ok(buf.len() - before);
-                        }
+                    let (n, ended) = read_body(body, *chunked, buf).await?;
+                    if ended {
+                        self.response = ResponseState::Done;
+                    }
+                    if n > 0 || ended {
+                        return Ok(n);
                     }
                 }
             }

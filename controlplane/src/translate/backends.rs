@@ -11,6 +11,33 @@ use std::net::{IpAddr, SocketAddr};
 /// Status answered for the share of traffic of an invalid backendRef.
 const INVALID_BACKEND_STATUS: u16 = 500;
 
+/// A backendRef, whatever the route kind.
+pub(super) struct BackendSpec {
+    pub(super) group: Option<String>,
+    pub(super) kind: Option<String>,
+    pub(super) namespace: Option<String>,
+    pub(super) name: String,
+    pub(super) port: Option<i32>,
+    pub(super) weight: Option<i32>,
+}
+
+/// The index found, or `None` with the reason put into `resolved` unless
+/// an earlier failure is there already.
+fn note_failure(
+    found: Result<u32, (&'static str, String)>,
+    resolved: &mut Condition,
+) -> Option<u32> {
+    match found {
+        Ok(i) => Some(i),
+        Err((reason, message)) => {
+            if resolved.status {
+                *resolved = Condition::new("ResolvedRefs", false, reason, message);
+            }
+            None
+        }
+    }
+}
+
 /// Collects the snapshot's backends, one per (namespace, Service, port).
 pub(super) struct BackendResolver<'s> {
     store: &'s Store,
@@ -56,31 +83,15 @@ impl<'s> BackendResolver<'s> {
                     Some(f) => super::filters::compile(f, route_ns, prefix_match, self, resolved)?,
                     None => Filters::default(),
                 };
-                let weight = u32::try_from(r.weight.unwrap_or(1)).unwrap_or(0);
-                let target = match self.resolve_ref(
-                    route_ns,
-                    self.kind,
-                    r.group.as_deref().unwrap_or(""),
-                    r.kind.as_deref().unwrap_or("Service"),
-                    r.namespace.as_deref(),
-                    &r.name,
-                    r.port,
-                ) {
-                    Ok(index) => BackendTarget::Backend(index),
-                    Err((reason, message)) => {
-                        if resolved.status {
-                            *resolved = Condition::new("ResolvedRefs", false, reason, message);
-                        }
-                        BackendTarget::Invalid {
-                            status: INVALID_BACKEND_STATUS,
-                        }
-                    }
+                let spec = BackendSpec {
+                    group: r.group.clone(),
+                    kind: r.kind.clone(),
+                    namespace: r.namespace.clone(),
+                    name: r.name.clone(),
+                    port: r.port,
+                    weight: r.weight,
                 };
-                Ok(WeightedBackend {
-                    weight,
-                    target,
-                    filters,
-                })
+                Ok(self.weighted(route_ns, self.kind, &spec, filters, resolved))
             })
             .collect()
     }
@@ -92,37 +103,44 @@ impl<'s> BackendResolver<'s> {
         &mut self,
         route_ns: &str,
         route_kind: &str,
-        refs: &[super::l4::BackendSpec],
+        refs: &[BackendSpec],
         resolved: &mut Condition,
     ) -> Vec<WeightedBackend> {
         refs.iter()
-            .map(|r| {
-                let target = match self.resolve_ref(
-                    route_ns,
-                    route_kind,
-                    r.group.as_deref().unwrap_or(""),
-                    r.kind.as_deref().unwrap_or("Service"),
-                    r.namespace.as_deref(),
-                    &r.name,
-                    r.port,
-                ) {
-                    Ok(index) => BackendTarget::Backend(index),
-                    Err((reason, message)) => {
-                        if resolved.status {
-                            *resolved = Condition::new("ResolvedRefs", false, reason, message);
-                        }
-                        BackendTarget::Invalid {
-                            status: INVALID_BACKEND_STATUS,
-                        }
-                    }
-                };
-                WeightedBackend {
-                    weight: u32::try_from(r.weight.unwrap_or(1)).unwrap_or(0),
-                    target,
-                    filters: Filters::default(),
-                }
-            })
+            .map(|r| self.weighted(route_ns, route_kind, r, Filters::default(), resolved))
             .collect()
+    }
+
+    /// One weighted backendRef; a failure is recorded in `resolved` (the
+    /// first one wins) and answered with 500 for its share.
+    fn weighted(
+        &mut self,
+        route_ns: &str,
+        route_kind: &str,
+        r: &BackendSpec,
+        filters: Filters,
+        resolved: &mut Condition,
+    ) -> WeightedBackend {
+        let found = self.resolve_ref(
+            route_ns,
+            route_kind,
+            r.group.as_deref().unwrap_or(""),
+            r.kind.as_deref().unwrap_or("Service"),
+            r.namespace.as_deref(),
+            &r.name,
+            r.port,
+        );
+        let target = match note_failure(found, resolved) {
+            Some(index) => BackendTarget::Backend(index),
+            None => BackendTarget::Invalid {
+                status: INVALID_BACKEND_STATUS,
+            },
+        };
+        WeightedBackend {
+            weight: u32::try_from(r.weight.unwrap_or(1)).unwrap_or(0),
+            target,
+            filters,
+        }
     }
 
     /// Resolves a RequestMirror's backendRef; an invalid one is reported in
@@ -138,15 +156,8 @@ impl<'s> BackendResolver<'s> {
         port: Option<i32>,
         resolved: &mut Condition,
     ) -> Option<u32> {
-        match self.resolve_ref(route_ns, self.kind, group, kind, namespace, name, port) {
-            Ok(i) => Some(i),
-            Err((reason, message)) => {
-                if resolved.status {
-                    *resolved = Condition::new("ResolvedRefs", false, reason, message);
-                }
-                None
-            }
-        }
+        let found = self.resolve_ref(route_ns, self.kind, group, kind, namespace, name, port);
+        note_failure(found, resolved)
     }
 
     #[allow(clippy::too_many_arguments)]

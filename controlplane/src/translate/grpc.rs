@@ -9,14 +9,14 @@
 //! defaulting to any name.
 
 use super::backends::BackendResolver;
-use super::{attach_route, compile_rule, resolved_condition, ListenerState, ParentSpec, RouteSpec};
+use super::{attach_rules, hostnames, ListenerState, ParentSpec, RouteSpec};
 use crate::status::RouteStatus;
 use crate::store::{Key, Store};
 use gateway_api::experimental::httproutes::HttpRouteRules;
 use gateway_api::gateways::Gateway;
 use gateway_api::grpcroutes::{GrpcRoute, GrpcRouteRules, GrpcRouteRulesMatches};
 use serde_json::{json, Value};
-use shardgate_core::{Hostname, Rule};
+use std::borrow::Cow;
 
 pub(super) fn attach(
     ns: &str,
@@ -32,50 +32,16 @@ pub(super) fn attach(
         ns,
         name,
         meta: &route.metadata,
-        hostnames: route
-            .spec
-            .hostnames
-            .iter()
-            .flatten()
-            .filter_map(|h| Hostname::try_from(h.as_str()).ok())
-            .collect(),
-        parent_refs: route
-            .spec
-            .parent_refs
-            .iter()
-            .flatten()
-            .map(|p| ParentSpec {
-                group: p.group.clone(),
-                kind: p.kind.clone(),
-                namespace: p.namespace.clone(),
-                name: p.name.clone(),
-                section_name: p.section_name.clone(),
-                port: p.port,
-            })
-            .collect(),
+        hostnames: hostnames(route.spec.hostnames.as_deref()),
+        parent_refs: parent_specs!(route.spec.parent_refs),
     };
-    let mut resolved_refs = resolved_condition();
-    let compiled: Result<Vec<(u32, u32, Rule)>, String> = route
+    let rules = route
         .spec
         .rules
         .iter()
         .flatten()
-        .enumerate()
-        .map(|(ri, rule)| {
-            let http = as_http_rule(rule)?;
-            compile_rule(
-                "GRPCRoute",
-                ns,
-                name,
-                ri as u32,
-                &http,
-                resolver,
-                &mut resolved_refs,
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map(|v| v.into_iter().flatten().collect());
-    attach_route(&spec, compiled, resolved_refs, gateways, listeners, store)
+        .map(|r| as_http_rule(r).map(Cow::Owned));
+    attach_rules(&spec, rules, gateways, listeners, store, resolver)
 }
 
 /// The HTTPRoute rule a GRPCRoute rule means.

@@ -7,21 +7,11 @@
 //! Rules of several routes on one listener are ordered oldest route first,
 //! so the oldest route takes the traffic, as the spec asks.
 
-use super::backends::BackendResolver;
-use super::{ParentSpec, RouteSpec};
+use super::backends::{BackendResolver, BackendSpec};
+use super::{hostnames, ParentSpec, RouteSpec};
 use crate::status::Condition;
 use crate::store::Store;
-use shardgate_core::{Filters, Hostname, ObjectRef, RouteMatch, RouteRef, Rule, Timeouts};
-
-/// A backendRef of an L4 route.
-pub(super) struct BackendSpec {
-    pub(super) group: Option<String>,
-    pub(super) kind: Option<String>,
-    pub(super) namespace: Option<String>,
-    pub(super) name: String,
-    pub(super) port: Option<i32>,
-    pub(super) weight: Option<i32>,
-}
+use shardgate_core::{Filters, ObjectRef, RouteMatch, RouteRef, Rule, Timeouts};
 
 /// An L4 route of any kind, with its rules' backendRefs.
 pub(super) struct L4Route<'s> {
@@ -38,24 +28,8 @@ macro_rules! l4_routes {
                 ns,
                 name,
                 meta: &r.metadata,
-                hostnames: $hostnames(r)
-                    .iter()
-                    .filter_map(|h: &String| Hostname::try_from(h.as_str()).ok())
-                    .collect(),
-                parent_refs: r
-                    .spec
-                    .parent_refs
-                    .iter()
-                    .flatten()
-                    .map(|p| ParentSpec {
-                        group: p.group.clone(),
-                        kind: p.kind.clone(),
-                        namespace: p.namespace.clone(),
-                        name: p.name.clone(),
-                        section_name: p.section_name.clone(),
-                        port: p.port,
-                    })
-                    .collect(),
+                hostnames: hostnames(Some($hostnames(r))),
+                parent_refs: parent_specs!(r.spec.parent_refs),
             },
             rules: r
                 .spec
