@@ -1,9 +1,390 @@
-//! `shardgate-bench`: the benchmark harness (see README.md). The scenarios
-//! arrive with the benchmark issue; this binary says so rather than
-//! pretending to measure anything.
+//! `shardgate-bench`: Shardgate side by side with nginx and HAProxy, in
+//! front of the same backend, each proxy pinned to the same cores, runs
+//! interleaved (A B C A B C …), medians and min–max reported as ratios.
+//!
+//! ```text
+//!  shardgate-bench run [--quick] [--scenarios 1,2,5] [--runs 3] [--seconds 10]
+//!                      [--proxy-cores 1] [--load-cores 0] [--backend-cores 0] [--out DIR]
+//!  shardgate-bench load --addr IP:PORT [--connections 64] [--seconds 10] [--rate R] [--new-connection]
+//! ```
+//!
+//! `run` starts the backend (nginx, 13-byte and 1 MiB answers), then per
+//! scenario and run each contender in turn: start it pinned to
+//! `--proxy-cores`, wait until it answers, run the load generator (this
+//! binary's `load`, pinned to `--load-cores`) for a warm-up and the measured
+//! window, read the proxy's CPU time and peak RSS from /proc, stop it. The
+//! report (Markdown and SVG) goes to `--out`.
 #![forbid(unsafe_code)]
 
-fn main() {
-    eprintln!("shardgate-bench: no scenarios yet (see bench/README.md)");
-    std::process::exit(2);
+mod contenders;
+mod load;
+mod report;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use contenders::{Bins, Kind};
+use load::{LoadResult, LoadSpec};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(version, about = "Shardgate's benchmark harness (see bench/README.md)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Runs the scenarios side by side and writes the report.
+    Run(RunArgs),
+    /// Runs the load generator alone and prints one JSON result.
+    Load(LoadArgs),
+}
+
+#[derive(clap::Args, Clone)]
+struct RunArgs {
+    /// A short smoke run of every scenario: one run each, 2 s measured.
+    #[arg(long)]
+    quick: bool,
+    /// Scenarios to run (1: keep-alive small response, 2: new connection
+    /// per request, 5: 1 MiB responses).
+    #[arg(long, value_delimiter = ',', default_values_t = [1u8, 2, 5])]
+    scenarios: Vec<u8>,
+    /// Contenders, in run order.
+    #[arg(long, value_delimiter = ',', default_values = ["shardgate", "nginx", "haproxy"])]
+    contenders: Vec<String>,
+    /// Runs per contender and scenario (interleaved).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Measured seconds per run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Warm-up seconds before each measured window.
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// Client connections.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Cores for the proxies (taskset list); their worker count is the
+    /// number of cores listed.
+    #[arg(long, default_value = "1")]
+    proxy_cores: String,
+    /// Cores for the load generator.
+    #[arg(long, default_value = "0")]
+    load_cores: String,
+    /// Cores for the backend.
+    #[arg(long, default_value = "0")]
+    backend_cores: String,
+    /// Where the report goes (default: bench/results/<UTC date-time>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Directory of shardgate-controlplane and shardgate-dataplane (default:
+    /// beside this binary).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct LoadArgs {
+    /// Target address.
+    #[arg(long)]
+    addr: SocketAddr,
+    /// Host header.
+    #[arg(long, default_value = "bench")]
+    host: String,
+    /// Path.
+    #[arg(long, default_value = "/")]
+    path: String,
+    /// Connections.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Warm-up seconds.
+    #[arg(long, default_value_t = 0)]
+    warmup: u64,
+    /// Open loop: total requests per second.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// A new connection per request.
+    #[arg(long)]
+    new_connection: bool,
+}
+
+/// One scenario's load shape.
+#[derive(Debug, Clone, Copy)]
+pub struct Scenario {
+    /// Number (as in the benchmark issue).
+    pub id: u8,
+    /// Title.
+    pub title: &'static str,
+    path: &'static str,
+    new_connection: bool,
+}
+
+const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        id: 1,
+        title: "HTTP/1.1 keep-alive, 13-byte response",
+        path: "/",
+        new_connection: false,
+    },
+    Scenario {
+        id: 2,
+        title: "new connection per request",
+        path: "/",
+        new_connection: true,
+    },
+    Scenario {
+        id: 5,
+        title: "HTTP/1.1 keep-alive, 1 MiB response",
+        path: "/1m",
+        new_connection: false,
+    },
+];
+
+/// One measured run of one contender.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// Which contender.
+    pub contender: Kind,
+    /// What the load generator saw.
+    pub load: LoadResult,
+    /// Proxy CPU seconds (user + system) in the measured window.
+    pub cpu_seconds: f64,
+    /// Proxy peak RSS, MiB.
+    pub peak_rss_mib: f64,
+}
+
+impl Sample {
+    /// Proxy CPU microseconds per request.
+    pub fn cpu_us_per_request(&self) -> f64 {
+        self.cpu_seconds * 1e6 / self.load.requests.max(1) as f64
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Cmd::Load(a) => {
+            let r = load::run(&LoadSpec {
+                addr: a.addr,
+                host: a.host,
+                path: a.path,
+                connections: a.connections,
+                threads: a.threads,
+                duration: Duration::from_secs(a.seconds),
+                warmup: Duration::from_secs(a.warmup),
+                rate: a.rate,
+                new_connection: a.new_connection,
+            })?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }
+        Cmd::Run(a) => run(a),
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn run(mut a: RunArgs) -> anyhow::Result<()> {
+    if a.quick {
+        a.runs = 1;
+        a.seconds = 2;
+        a.warmup = 1;
+    }
+    let contenders: Vec<Kind> = a
+        .contenders
+        .iter()
+        .map(|c| Kind::parse(c))
+        .collect::<Result<_, _>>()?;
+    for tool in ["nginx", "taskset"]
+        .iter()
+        .chain(contenders.contains(&Kind::Haproxy).then_some(&"haproxy"))
+    {
+        if which(tool).is_none() {
+            bail!("{tool} is not installed (Debian: apt-get install nginx haproxy util-linux)");
+        }
+    }
+    let me = std::env::current_exe()?;
+    let bin_dir = a
+        .bin_dir
+        .clone()
+        .unwrap_or_else(|| me.parent().map(PathBuf::from).unwrap_or_default());
+    let bins = Bins { shardgate: bin_dir };
+    let workers = cores_in(&a.proxy_cores);
+    let out = a.out.clone().unwrap_or_else(|| {
+        PathBuf::from("bench/results").join(report::timestamp().replace(':', ""))
+    });
+    std::fs::create_dir_all(&out)?;
+    let work = tempdir()?;
+    let backend_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let _backend = contenders::backend(
+        &work,
+        &a.backend_cores,
+        backend_addr,
+        cores_in(&a.backend_cores),
+    )?;
+    contenders::wait_ready(backend_addr, "/", Duration::from_secs(10)).context("backend")?;
+
+    let mut results: Vec<(Scenario, Vec<Sample>)> = Vec::new();
+    for s in SCENARIOS.iter().filter(|s| a.scenarios.contains(&s.id)) {
+        let mut samples = Vec::new();
+        for run in 0..a.runs {
+            for &kind in &contenders {
+                let sample = measure(&a, &bins, &me, &work, kind, *s, backend_addr, workers)
+                    .with_context(|| {
+                        format!("scenario {} run {} {}", s.id, run + 1, kind.name())
+                    })?;
+                eprintln!(
+                    "scenario {} run {} {:>9}: {:>9.0} req/s  {:>6.1} µs CPU/req  p99 {:>7} µs  errors {}",
+                    s.id,
+                    run + 1,
+                    kind.name(),
+                    sample.load.rps,
+                    sample.cpu_us_per_request(),
+                    sample.load.p99_us,
+                    sample.load.errors
+                );
+                samples.push(sample);
+            }
+        }
+        results.push((*s, samples));
+    }
+    let machine = report::machine();
+    let md = report::markdown(
+        &results,
+        &contenders,
+        &a.proxy_cores,
+        a.runs,
+        a.seconds,
+        &machine,
+    );
+    std::fs::write(out.join("report.md"), &md)?;
+    for (s, samples) in &results {
+        std::fs::write(
+            out.join(format!("scenario-{}.svg", s.id)),
+            report::svg(s, samples, &contenders),
+        )?;
+    }
+    println!("{md}");
+    eprintln!("report: {}", out.join("report.md").display());
+    let errors: u64 = results
+        .iter()
+        .flat_map(|(_, s)| s)
+        .map(|s| s.load.errors)
+        .sum();
+    if errors > 0 {
+        bail!("{errors} requests failed");
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn measure(
+    a: &RunArgs,
+    bins: &Bins,
+    me: &std::path::Path,
+    work: &std::path::Path,
+    kind: Kind,
+    s: Scenario,
+    backend: SocketAddr,
+    workers: usize,
+) -> anyhow::Result<Sample> {
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let group = contenders::start(kind, work, bins, &a.proxy_cores, workers, listen, backend)?;
+    contenders::wait_ready(listen, s.path, Duration::from_secs(15))?;
+    let mut cmd = std::process::Command::new("taskset");
+    cmd.arg("-c")
+        .arg(&a.load_cores)
+        .arg(me)
+        .arg("load")
+        .args(["--addr", &listen.to_string(), "--path", s.path])
+        .args(["--connections", &a.connections.to_string()])
+        .args(["--threads", &cores_in(&a.load_cores).to_string()])
+        .args(["--seconds", &a.seconds.to_string()]);
+    if s.new_connection {
+        cmd.arg("--new-connection");
+    }
+    // Warm up separately so the CPU accounting covers the measured window.
+    let mut warm = std::process::Command::new("taskset");
+    warm.arg("-c")
+        .arg(&a.load_cores)
+        .arg(me)
+        .arg("load")
+        .args(["--addr", &listen.to_string(), "--path", s.path])
+        .args(["--connections", &a.connections.to_string()])
+        .args(["--seconds", &a.warmup.to_string()]);
+    if s.new_connection {
+        warm.arg("--new-connection");
+    }
+    let w = warm.output()?;
+    if !w.status.success() {
+        bail!("warm-up failed: {}", String::from_utf8_lossy(&w.stderr));
+    }
+    let cpu_before = group.cpu_seconds();
+    let out = cmd.output()?;
+    let cpu = group.cpu_seconds() - cpu_before;
+    if !out.status.success() {
+        bail!(
+            "load generator failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let load: LoadResult = serde_json::from_slice(&out.stdout)
+        .with_context(|| String::from_utf8_lossy(&out.stdout).into_owned())?;
+    Ok(Sample {
+        contender: kind,
+        load,
+        cpu_seconds: cpu,
+        peak_rss_mib: group.peak_rss_mib(),
+    })
+}
+
+/// How many cores a taskset list names (`1`, `0-3`, `0,2`).
+fn cores_in(list: &str) -> usize {
+    list.split(',')
+        .map(|part| match part.split_once('-') {
+            Some((a, b)) => match (a.trim().parse::<usize>(), b.trim().parse::<usize>()) {
+                (Ok(a), Ok(b)) if b >= a => b - a + 1,
+                _ => 1,
+            },
+            None => 1,
+        })
+        .sum::<usize>()
+        .max(1)
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .chain(["/usr/sbin", "/sbin"])
+        .map(|d| PathBuf::from(d).join(tool))
+        .find(|p| p.is_file())
+}
+
+fn tempdir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("shardgate-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_lists_count() {
+        assert_eq!(cores_in("1"), 1);
+        assert_eq!(cores_in("0-3"), 4);
+        assert_eq!(cores_in("0,2,4-5"), 4);
+    }
 }

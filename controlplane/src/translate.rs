@@ -73,7 +73,11 @@ pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 /// Written into GatewayClass `status.supportedFeatures`; the same list as
 /// the repository's `conformance.yaml` (a test keeps them equal).
 pub const SUPPORTED_FEATURES: &[&str] = &[
+    "GRPCRoute",
+    "GRPCRouteNamedRouteRule",
+    "GRPCRouteRequestHeaderModifier",
     "Gateway",
+    "GatewayHTTPSListenerDetectMisdirectedRequests",
     "GatewayPort8080",
     "HTTPRoute",
     "HTTPRoute303RedirectStatusCode",

@@ -1,5 +1,5 @@
 //! `shardgate-echo`: a stand-in for the Gateway API conformance backend `echo-basic` (its
-//! HTTP, TCP and UDP modes), plus a few `/_shardgate/` endpoints used by Shardgate's own
+//! HTTP, gRPC, TCP and UDP modes), plus a few `/_shardgate/` endpoints used by Shardgate's own
 //! end-to-end tests, and a tiny DNS responder standing in for the suite's CoreDNS.
 //!
 //! One process serves many "pods": every `--serve` spec is its own listener with its own
@@ -14,15 +14,19 @@
 //! |---|---|---|
 //! | (none) | HTTP/1.1 echo | HTTP mode, `HTTP_PORT` |
 //! | `h2c` | HTTP/1.1 and prior-knowledge HTTP/2 echo | HTTP mode, `H2C_PORT` |
+//! | `https` | the HTTP echo behind TLS, ALPN `h2`/`http/1.1` (`https.rs`); needs `cert=PEM,key=PEM`, takes `clientcas=PEM` | HTTP mode, `HTTPS_PORT` |
 //! | `tcp` | TCP line protocol (`tcp.rs`) | `TCP_ECHO_SERVER`, `TCP_PORT` |
 //! | `tls` | the same behind TLS; needs `cert=PEM,key=PEM` | `TCP_ECHO_SERVER`, `TLS_PORT` |
 //! | `udp` | UDP echo (`udp.rs`) | `UDP_ECHO_SERVER`, `UDP_PORT` |
 //! | `dns` | DNS answers over UDP (`udp.rs`) | the base manifests' CoreDNS |
+//! | `grpc` | the gRPC echo service over h2c (`grpc.rs`) | `GRPC_ECHO_SERVER`, `HTTP_PORT` |
 //!
 //! `tcp` and `tls` also take `tcpport=`/`tlsport=`, the ports their `TEST` answers report.
 //! Options left out come from the variables echo-basic reads: `$POD_NAME`, `$NAMESPACE`,
 //! `$SERVICE_NAME`, `$TLS_SERVER_CERT`, `$TLS_SERVER_PRIV_KEY`, `$TCP_PORT` (else 3000),
-//! `$TLS_PORT` (else 8443).
+//! `$TLS_PORT` (else 8443); for `https`, `$TLS_SERVER_CERT`, `$TLS_SERVER_PRIVKEY` (HTTP mode's
+//! spelling) and `$TLS_CLIENT_CACERTS`. Every HTTP listener serves the WebSocket echo on
+//! `/ws` (`ws.rs`).
 //!
 //! Once every listener is bound it prints `listening ADDR pod=NAME` per listener (with the
 //! real port when the spec asked for port 0) and then `ready`.
@@ -35,14 +39,20 @@
 
 #[path = "echo/goish.rs"]
 mod goish;
+#[path = "echo/grpc.rs"]
+mod grpc;
 #[path = "echo/handlers.rs"]
 mod handlers;
+#[path = "echo/https.rs"]
+mod https;
 #[path = "echo/tcp.rs"]
 mod tcp;
 #[path = "echo/tls.rs"]
 mod tls;
 #[path = "echo/udp.rs"]
 mod udp;
+#[path = "echo/ws.rs"]
+mod ws;
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -74,16 +84,19 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(
     name = "shardgate-echo",
-    about = "Gateway API conformance echo backend (echo-basic: HTTP, TCP and UDP modes) for Shardgate tests"
+    about = "Gateway API conformance echo backend (echo-basic: HTTP, gRPC, TCP and UDP modes) for Shardgate tests"
 )]
 struct Cli {
     /// Listener spec: `ADDR,pod=NAME,namespace=NS[,service=SVC][,MODE][,OPTION=VALUE…]`.
     /// ADDR is ip:port (port 0 picks a free port). MODE: none (HTTP), `h2c` (also HTTP/2 with
     /// prior knowledge, like echo-basic's h2c port), `tcp` (TCP echo), `tls` (TCP echo over
-    /// TLS, with `cert=PEM,key=PEM`), `udp` (UDP echo) or `dns` (DNS responder). `tcp`/`tls`
-    /// take `tcpport=`/`tlsport=`, the ports reported by `TEST`. Options default to
+    /// TLS, with `cert=PEM,key=PEM`), `udp` (UDP echo), `dns` (DNS responder) or `grpc` (the
+    /// gRPC echo service over h2c). `tcp`/`tls`
+    /// take `tcpport=`/`tlsport=`, the ports reported by `TEST`. `https` (HTTP echo over TLS,
+    /// ALPN h2 and http/1.1) takes `cert=PEM,key=PEM[,clientcas=PEM]`. Options default to
     /// $POD_NAME, $NAMESPACE, $SERVICE_NAME, $TLS_SERVER_CERT, $TLS_SERVER_PRIV_KEY,
-    /// $TCP_PORT (3000) and $TLS_PORT (8443).
+    /// $TCP_PORT (3000) and $TLS_PORT (8443); for `https`, $TLS_SERVER_CERT,
+    /// $TLS_SERVER_PRIVKEY and $TLS_CLIENT_CACERTS.
     #[arg(long = "serve", value_name = "SPEC", required = true, value_parser = parse_serve_spec)]
     serve: Vec<ServeSpec>,
 
@@ -116,6 +129,12 @@ struct ServeSpec {
 enum Protocol {
     /// echo-basic's HTTP port; with `h2c`, its h2c port.
     Http { h2c: bool },
+    /// echo-basic's HTTPS port in HTTP mode, verifying client certificates against
+    /// `client_cas` when a client sends one.
+    Https {
+        tls: KeyPairFiles,
+        client_cas: Option<PathBuf>,
+    },
     /// echo-basic's TCP mode: the plain port, or with a key pair the TLS port.
     Tcp {
         ports: TcpPortFields,
@@ -123,6 +142,8 @@ enum Protocol {
     },
     /// echo-basic's UDP mode.
     Udp,
+    /// echo-basic's gRPC mode (plaintext port only).
+    Grpc,
     /// The CoreDNS stand-in.
     Dns,
 }
@@ -158,6 +179,7 @@ fn parse_serve_spec_with_env(
 
     let (mut pod, mut namespace, mut service, mut mode) = (None, None, None, None);
     let (mut cert, mut key, mut tcp_port, mut tls_port) = (None, None, None, None);
+    let mut client_cas = None;
     for part in parts.map(str::trim).filter(|p| !p.is_empty()) {
         let slot = match part.split_once('=') {
             Some(("pod", v)) => (&mut pod, v),
@@ -167,10 +189,13 @@ fn parse_serve_spec_with_env(
             Some(("key", v)) => (&mut key, v),
             Some(("tcpport", v)) => (&mut tcp_port, v),
             Some(("tlsport", v)) => (&mut tls_port, v),
-            None if matches!(part, "h2c" | "tcp" | "tls" | "udp" | "dns") => (&mut mode, part),
+            Some(("clientcas", v)) => (&mut client_cas, v),
+            None if matches!(part, "h2c" | "https" | "tcp" | "tls" | "udp" | "dns" | "grpc") => {
+                (&mut mode, part)
+            }
             _ => {
                 return Err(format!(
-                    "unknown spec item {part:?} (want pod=, namespace=, service=, cert=, key=, tcpport=, tlsport=, or one of h2c, tcp, tls, udp, dns)"
+                    "unknown spec item {part:?} (want pod=, namespace=, service=, cert=, key=, tcpport=, tlsport=, clientcas=, or one of h2c, https, tcp, tls, udp, dns, grpc)"
                 ))
             }
         };
@@ -180,18 +205,19 @@ fn parse_serve_spec_with_env(
     }
     let or_env = |v: Option<String>, var: &str| v.or_else(|| env(var)).unwrap_or_default();
     let tcp_mode = matches!(mode.as_deref(), Some("tcp" | "tls"));
-    if !tcp_mode {
-        if let Some(item) = [
-            (&cert, "cert="),
-            (&key, "key="),
-            (&tcp_port, "tcpport="),
-            (&tls_port, "tlsport="),
-        ]
-        .iter()
-        .find_map(|(v, name)| v.is_some().then_some(*name))
-        {
-            return Err(format!("{item} applies to the tcp and tls modes only"));
-        }
+    let https_mode = mode.as_deref() == Some("https");
+    if let Some(item) = [
+        (&cert, "cert=", tcp_mode || https_mode),
+        (&key, "key=", tcp_mode || https_mode),
+        (&tcp_port, "tcpport=", tcp_mode),
+        (&tls_port, "tlsport=", tcp_mode),
+        (&client_cas, "clientcas=", https_mode),
+    ]
+    .iter()
+    .find_map(|(v, name, applies)| (v.is_some() && !applies).then_some(*name))
+    {
+        let mode = mode.as_deref().unwrap_or("http");
+        return Err(format!("{item} does not apply to the {mode} mode"));
     }
     let port_field = |v: Option<String>, var: &str, default: &str| {
         v.or_else(|| env(var))
@@ -206,11 +232,32 @@ fn parse_serve_spec_with_env(
         None => Protocol::Http { h2c: false },
         Some("h2c") => Protocol::Http { h2c: true },
         Some("udp") => Protocol::Udp,
+        Some("grpc") => Protocol::Grpc,
         Some("dns") => Protocol::Dns,
         Some("tcp") if cert.is_some() || key.is_some() => {
             return Err("cert=/key= belong to the tls mode; tcp is plaintext".to_owned());
         }
         Some("tcp") => Protocol::Tcp { ports, tls: None },
+        Some("https") => {
+            // HTTP mode spells the key variable without the second underscore.
+            let cert = or_env(cert, "TLS_SERVER_CERT");
+            let key = or_env(key, "TLS_SERVER_PRIVKEY");
+            if cert.is_empty() || key.is_empty() {
+                return Err(
+                    "https needs cert= and key= (or $TLS_SERVER_CERT and $TLS_SERVER_PRIVKEY)"
+                        .to_owned(),
+                );
+            }
+            Protocol::Https {
+                tls: KeyPairFiles {
+                    cert: cert.into(),
+                    key: key.into(),
+                },
+                client_cas: Some(or_env(client_cas, "TLS_CLIENT_CACERTS"))
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from),
+            }
+        }
         _ => {
             let cert = or_env(cert, "TLS_SERVER_CERT");
             let key = or_env(key, "TLS_SERVER_PRIV_KEY");
@@ -266,6 +313,8 @@ pub struct Listener {
     pub service: String,
     /// Behave like echo-basic's h2c port (accepts prior-knowledge HTTP/2).
     pub h2c: bool,
+    /// Behave like echo-basic's HTTPS port: TLS first (`https.rs`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// TCP connections accepted since start.
     pub connections: AtomicU64,
     /// Requests served since start, not counting `/_shardgate/stats`.
@@ -303,6 +352,8 @@ pub struct ConnCtx {
     /// Never changes; `changed()` fails once the connection task has finished, which is how
     /// an aborting handler learns that the socket is gone.
     pub closed: watch::Receiver<()>,
+    /// What the TLS handshake settled, on an HTTPS listener (the answer's `tls` object).
+    pub tls: Option<https::TlsAssertions>,
 }
 
 /// The accepted socket as given to hyper. Owning the stream here (rather than handing hyper
@@ -418,6 +469,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         match socket {
             Bound::Http(socket, listener) => tokio::spawn(accept_loop(socket, listener)),
             Bound::Tcp(socket, echo) => tokio::spawn(tcp::accept_loop(socket, echo)),
+            Bound::Grpc(socket, echo) => tokio::spawn(grpc::accept_loop(socket, echo)),
             Bound::Udp(socket, answering, pod) => {
                 tokio::spawn(udp::serve(socket, answering, pod, app.verbose))
             }
@@ -436,6 +488,7 @@ enum Bound {
     Http(TcpListener, Arc<Listener>),
     Tcp(TcpListener, Arc<tcp::TcpEcho>),
     Udp(UdpSocket, Arc<udp::Answering>, String),
+    Grpc(TcpListener, Arc<grpc::GrpcEcho>),
 }
 
 impl Bound {
@@ -444,6 +497,7 @@ impl Bound {
             Self::Http(_, listener) => &listener.pod,
             Self::Tcp(_, echo) => &echo.pod,
             Self::Udp(_, _, pod) => pod,
+            Self::Grpc(_, echo) => &echo.pod,
         }
     }
 }
@@ -451,8 +505,18 @@ impl Bound {
 /// Binds one spec's socket (and loads its key pair), ready to serve.
 async fn bind(spec: ServeSpec, app: &Arc<App>) -> anyhow::Result<(Bound, SocketAddr)> {
     let addr = spec.addr;
+    // An HTTPS port is the HTTP port's handler behind TLS.
+    let https_config = match &spec.protocol {
+        Protocol::Https { tls, client_cas } => Some(https::server_config(
+            &tls.cert,
+            &tls.key,
+            client_cas.as_deref(),
+        )?),
+        _ => None,
+    };
     let bound = match spec.protocol {
-        Protocol::Http { h2c } => {
+        Protocol::Http { .. } | Protocol::Https { .. } => {
+            let h2c = matches!(spec.protocol, Protocol::Http { h2c: true });
             let socket = TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding {addr}"))?;
@@ -465,6 +529,7 @@ async fn bind(spec: ServeSpec, app: &Arc<App>) -> anyhow::Result<(Bound, SocketA
                 namespace: spec.namespace,
                 service: spec.service,
                 h2c,
+                tls: https_config,
                 connections: AtomicU64::new(0),
                 requests: AtomicU64::new(0),
                 seen: Mutex::new(HashMap::new()),
@@ -491,6 +556,19 @@ async fn bind(spec: ServeSpec, app: &Arc<App>) -> anyhow::Result<(Bound, SocketA
             };
             Bound::Tcp(socket, Arc::new(echo))
         }
+        Protocol::Grpc => {
+            let socket = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?;
+            let echo = grpc::GrpcEcho {
+                namespace: spec.namespace,
+                ingress: app.ingress.clone(),
+                service: spec.service,
+                pod: spec.pod,
+                verbose: app.verbose,
+            };
+            Bound::Grpc(socket, Arc::new(echo))
+        }
         Protocol::Udp | Protocol::Dns => {
             let socket = UdpSocket::bind(addr)
                 .await
@@ -508,7 +586,9 @@ async fn bind(spec: ServeSpec, app: &Arc<App>) -> anyhow::Result<(Bound, SocketA
         }
     };
     let local = match &bound {
-        Bound::Http(socket, _) | Bound::Tcp(socket, _) => socket.local_addr(),
+        Bound::Http(socket, _) | Bound::Tcp(socket, _) | Bound::Grpc(socket, _) => {
+            socket.local_addr()
+        }
         Bound::Udp(socket, _, _) => socket.local_addr(),
     }
     .context("reading the bound address")?;
@@ -534,6 +614,9 @@ async fn accept_loop(socket: TcpListener, listener: Arc<Listener>) {
 }
 
 async fn serve_connection(stream: TcpStream, listener: Arc<Listener>) {
+    if let Some(config) = listener.tls.clone() {
+        return https::serve_connection(stream, listener, config).await;
+    }
     let abort = Arc::new(AbortSignal::default());
     // Dropped when this function returns, which wakes handlers waiting for the close.
     let (_closed_tx, closed_rx) = watch::channel(());
@@ -543,6 +626,7 @@ async fn serve_connection(stream: TcpStream, listener: Arc<Listener>) {
         listener,
         abort: Arc::clone(&abort),
         closed: closed_rx,
+        tls: None,
     });
     let io = TokioIo::new(AbortableStream {
         inner: stream,
@@ -570,8 +654,6 @@ async fn serve_connection(stream: TcpStream, listener: Arc<Listener>) {
             () = abort.notify.notified() => Ok(()),
         }
     } else {
-        // TODO(websocket): `/ws` needs `.with_upgrades()` here and a WebSocket echo handler
-        // (echo-basic uses golang.org/x/net/websocket, which requires an Origin header).
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .keep_alive(true)
@@ -580,7 +662,8 @@ async fn serve_connection(stream: TcpStream, listener: Arc<Listener>) {
             // Go writes canonical header names; title case is the closest hyper offers.
             .title_case_headers(true)
             .header_read_timeout(None);
-        let conn = builder.serve_connection(io, service);
+        // Upgrades: the WebSocket echo on `/ws` (`ws.rs`).
+        let conn = builder.serve_connection(io, service).with_upgrades();
         tokio::select! {
             res = conn => res.map_err(|e| e.to_string()),
             () = abort.notify.notified() => Ok(()),
@@ -639,6 +722,46 @@ mod tests {
     }
 
     #[test]
+    fn https_specs_take_http_mode_key_variables_and_client_cas() {
+        let spec = parse_serve_spec_with_env(
+            "127.0.0.1:8443,pod=p,https,cert=/a.crt,key=/a.key,clientcas=/ca.pem",
+            |_| None,
+        )
+        .expect("parses");
+        assert_eq!(
+            spec.protocol,
+            Protocol::Https {
+                tls: KeyPairFiles {
+                    cert: "/a.crt".into(),
+                    key: "/a.key".into()
+                },
+                client_cas: Some("/ca.pem".into()),
+            }
+        );
+
+        // HTTP mode reads TLS_SERVER_PRIVKEY, not TCP mode's TLS_SERVER_PRIV_KEY.
+        let http_env = |name: &str| match name {
+            "TLS_SERVER_CERT" => Some("/env/crt".to_owned()),
+            "TLS_SERVER_PRIVKEY" => Some("/env/key".to_owned()),
+            _ => None,
+        };
+        let spec = parse_serve_spec_with_env("127.0.0.1:0,https", http_env).expect("parses");
+        assert_eq!(
+            spec.protocol,
+            Protocol::Https {
+                tls: KeyPairFiles {
+                    cert: "/env/crt".into(),
+                    key: "/env/key".into()
+                },
+                client_cas: None,
+            }
+        );
+        assert!(parse_serve_spec_with_env("127.0.0.1:0,https", env).is_err());
+        assert!(parse_serve_spec_with_env("127.0.0.1:0,https,tlsport=1", http_env).is_err());
+        assert!(parse_serve_spec_with_env("127.0.0.1:0,tls,clientcas=/ca", env).is_err());
+    }
+
+    #[test]
     fn tcp_and_tls_specs_carry_ports_and_key_pairs() {
         let spec = parse_serve_spec_with_env("127.0.0.1:3000,pod=p,namespace=n,tcp", |_| None)
             .expect("parses");
@@ -694,6 +817,9 @@ mod tests {
         assert_eq!(udp.protocol, Protocol::Udp);
         let dns = parse_serve_spec_with_env("127.0.0.1:53,pod=p,dns", env).expect("parses");
         assert_eq!(dns.protocol, Protocol::Dns);
+        let grpc = parse_serve_spec_with_env("127.0.0.1:3000,pod=p,grpc", env).expect("parses");
+        assert_eq!(grpc.protocol, Protocol::Grpc);
+        assert!(parse_serve_spec_with_env("127.0.0.1:0,grpc,cert=/a", env).is_err());
 
         assert!(parse_serve_spec_with_env("127.0.0.1:0,udp,tcpport=1", env).is_err());
         assert!(parse_serve_spec_with_env("127.0.0.1:0,cert=/a", env).is_err());

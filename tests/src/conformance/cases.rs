@@ -27,7 +27,7 @@ pub struct Cases {
     #[serde(default)]
     pub udp_cases: Vec<UdpCase>,
     #[serde(default)]
-    pub grpc_cases: Vec<Value>,
+    pub grpc_cases: Vec<GrpcCase>,
     #[serde(default)]
     pub weighted_distribution: Option<Weighted>,
     #[serde(default)]
@@ -382,4 +382,30 @@ pub struct UdpCase {
     pub expect: Option<String>,
     #[serde(default)]
     pub phase: Option<String>,
+}
+
+/// One `grpc_cases[]` entry: a unary call to the echo service over h2c.
+#[derive(Debug, Clone, Deserialize)]
+pub struct GrpcCase {
+    pub gateway: String,
+    #[serde(default)]
+    pub listener_port: Option<u16>,
+    #[serde(default)]
+    pub test_case_name: String,
+    /// The `:authority`; empty: the dialed address.
+    #[serde(default)]
+    pub host: String,
+    pub service: String,
+    pub method: String,
+    /// Request metadata (names lower-cased on the wire).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Pod-name prefix (no `-` added); empty: any pod.
+    #[serde(default)]
+    pub expect_backend: String,
+    /// Empty: not checked.
+    #[serde(default)]
+    pub namespace: String,
+    /// A gRPC code as Go names it (`OK`, `Unimplemented`).
+    pub expected_status: String,
 }

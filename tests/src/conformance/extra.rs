@@ -1,5 +1,5 @@
-//! Checks that need more than one request: weighted distributions (HTTP, TCP, UDP), mirrors
-//! (counted at the mirror pods through the echo backend's `/_shardgate/seen`), and the
+//! Checks that need more than one request: weighted distributions (HTTP, gRPC, TCP, UDP),
+//! mirrors (counted at the mirror pods through the echo backend's `/_shardgate/seen`), and the
 //! per-backend header loop of HTTPRouteBackendRequestHeaderModification with weights.
 
 use super::cases::{HttpCase, Mirror, Request, Weighted};
@@ -141,12 +141,16 @@ pub fn weighted(w: &Weighted, case: Option<&HttpCase>, addr: SocketAddr) -> Resu
 const UDP_WEIGHT_PAYLOAD: &[u8] = b"gateway-api-conformance-udp-weight\n";
 
 /// `weighted_distribution` for TCP (a fresh connection per sample: welcome line, `TEST`,
-/// the JSON's pod, 10 s deadline) and UDP (one datagram from a fresh socket, 2 s deadline):
-/// up to 10 batches, the first good one passes. A failed sample fails its batch only.
+/// the JSON's pod, 10 s deadline), UDP (one datagram from a fresh socket, 2 s deadline) and
+/// gRPC (`Echo` over a fresh h2c connection, [`super::grpc::probe_pod`]): up to 10
+/// batches, the first good one passes. A failed sample fails its batch only.
 pub fn weighted_l4(w: &Weighted, addr: SocketAddr) -> Result<(), String> {
     let tcp = match w.protocol.as_deref() {
         Some("tcp") => true,
         Some("udp") => false,
+        Some("grpc") => {
+            return weighted_batches(w, |k| super::grpc::probe_pod(addr, k));
+        }
         other => {
             return Err(format!(
                 "runner cannot check: {} weighted distributions",
@@ -170,9 +174,17 @@ pub fn weighted_l4(w: &Weighted, addr: SocketAddr) -> Result<(), String> {
         };
         pod.map_err(Attempt::into_reason)
     };
+    weighted_batches(w, probe)
+}
+
+/// Up to 10 batches of `probe`, the first whose shares pass wins.
+fn weighted_batches(
+    w: &Weighted,
+    probe: impl Fn(usize) -> Result<String, String> + Sync,
+) -> Result<(), String> {
     let mut last = String::new();
     for _ in 0..10 {
-        match sample(probe).map(|pods| check_shares(&w.expected_weights, &pods)) {
+        match sample(&probe).map(|pods| check_shares(&w.expected_weights, &pods)) {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(SharesError::Stray(e))) => return Err(e),
             Ok(Err(SharesError::Off(e))) | Err(e) => last = e,

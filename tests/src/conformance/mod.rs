@@ -12,11 +12,14 @@
 //!                                        ▼
 //!        traffic / extra ──HTTP──► dataplane ──► shardgate-echo pods (one process)
 //!  tcp_echo / udp_echo ─TLS/TCP/UDP─►
+//!              grpc ─h2c (gRPC)─►
+//!          websocket ─WebSocket─►
 //! ```
 
 pub mod cases;
 pub mod certs;
 pub mod extra;
+pub mod grpc;
 pub mod objects;
 pub mod probe;
 pub mod runner;
@@ -25,3 +28,4 @@ pub mod tcp_echo;
 pub mod tls;
 pub mod traffic;
 pub mod udp_echo;
+pub mod websocket;

@@ -15,10 +15,11 @@ use std::path::Path;
 pub const CONTROLLER_NAME: &str = "shardgate.dev/gateway-controller";
 /// The class under test (`{GATEWAY_CLASS_NAME}`).
 pub const CLASS_NAME: &str = "shardgate-conformance";
-/// Container ports of echo-basic in HTTP mode that `shardgate-echo` can serve: HTTP and h2c.
-/// HTTPS (8443) is not served, so Services that target it get no endpoints.
+/// Container ports of echo-basic in HTTP mode: HTTP, h2c and, when the pod mounts its key
+/// pair, HTTPS (`HTTPS_PORT`).
 pub const HTTP_PORT: u16 = 3000;
 pub const H2C_PORT: u16 = 3001;
+pub const HTTPS_PORT: u16 = 8443;
 /// echo-basic's defaults in TCP mode (`TCP_PORT`, `TLS_PORT`) and UDP mode (`UDP_PORT`).
 pub const TCP_PORT: u16 = 3000;
 pub const TLS_PORT: u16 = 8443;
@@ -266,8 +267,8 @@ impl Store {
     }
 
     /// What a Deployment's pods run, as far as `shardgate-echo` can stand in for it:
-    /// echo-basic in HTTP, TCP or UDP mode (ECHO.md §1, the first mode variable set wins;
-    /// gRPC mode is not served), or CoreDNS. `None` for anything else.
+    /// echo-basic in gRPC, TCP or UDP mode (ECHO.md §1, the first mode variable set wins; in
+    /// gRPC mode only the plaintext port), HTTP mode, or CoreDNS. `None` for anything else.
     fn workload(&self, deployment: &Value) -> Option<Workload> {
         let pod_spec = &deployment["spec"]["template"]["spec"];
         let containers = pod_spec["containers"].as_array()?;
@@ -284,7 +285,10 @@ impl Store {
         let port = |var: &str, default: u16| env.literal(var).parse().unwrap_or(default);
         let service = env.literal("SERVICE_NAME").to_owned();
         if env.is_set("GRPC_ECHO_SERVER") {
-            return None;
+            return Some(Workload::GrpcEcho {
+                service,
+                port: port("HTTP_PORT", HTTP_PORT),
+            });
         }
         if env.is_set("TCP_ECHO_SERVER") {
             let ns = str_at(deployment, &["metadata", "namespace"]);
@@ -312,11 +316,31 @@ impl Store {
                 port: port("UDP_PORT", UDP_PORT),
             });
         }
-        Some(Workload::HttpEcho)
+        let ns = str_at(deployment, &["metadata", "namespace"]);
+        // Like echo-basic: HTTPS only when both files are named (HTTP mode spells the key
+        // variable TLS_SERVER_PRIVKEY), and here: readable from a mounted Secret.
+        let https = match (
+            env.literal("TLS_SERVER_CERT"),
+            env.literal("TLS_SERVER_PRIVKEY"),
+        ) {
+            ("", _) | (_, "") => None,
+            (cert, key) => self
+                .mounted_file(ns, pod_spec, echo, cert)
+                .zip(self.mounted_file(ns, pod_spec, echo, key))
+                .map(|(cert_pem, key_pem)| HttpsServing {
+                    port: port("HTTPS_PORT", HTTPS_PORT),
+                    pair: ServingKeyPair { cert_pem, key_pem },
+                    client_cas_pem: match env.literal("TLS_CLIENT_CACERTS") {
+                        "" => None,
+                        path => self.mounted_file(ns, pod_spec, echo, path),
+                    },
+                }),
+        };
+        Some(Workload::HttpEcho { https })
     }
 
-    /// The content of the file at `path` in `container`, when a Secret volume provides it
-    /// (`items` mapping keys to paths, or every key under its own name).
+    /// The content of the file at `path` in `container`, when a Secret or ConfigMap volume
+    /// provides it (`items` mapping keys to paths, or every key under its own name).
     fn mounted_file(
         &self,
         namespace: &str,
@@ -329,11 +353,23 @@ impl Store {
             let rel = path.strip_prefix(mount)?.strip_prefix('/')?;
             Some((str_at(m, &["name"]), rel))
         })?;
-        let secret = pod_spec["volumes"]
+        let volume = pod_spec["volumes"]
             .as_array()?
             .iter()
-            .find(|v| str_at(v, &["name"]) == volume)?
-            .get("secret")?;
+            .find(|v| str_at(v, &["name"]) == volume)?;
+        let Some(secret) = volume.get("secret") else {
+            let config_map = volume.get("configMap")?;
+            let key = match config_map["items"].as_array() {
+                Some(items) => str_at(
+                    items.iter().find(|i| str_at(i, &["path"]) == rel)?,
+                    &["key"],
+                ),
+                None => rel,
+            };
+            let name = str_at(config_map, &["name"]);
+            let doc = self.get("ConfigMap", &format!("{namespace}/{name}"))?;
+            return Some(str_at(doc, &["data", key]).to_owned()).filter(|t| !t.is_empty());
+        };
         let key = match secret["items"].as_array() {
             Some(items) => str_at(
                 items.iter().find(|i| str_at(i, &["path"]) == rel)?,
@@ -394,7 +430,7 @@ impl Store {
                     Some(port)
                 })
                 .collect();
-            // Pods we cannot serve (gRPC) or ports they do not listen on (HTTP mode's HTTPS):
+            // Pods we cannot serve or ports they do not listen on (TLS without its Secret):
             // no slice, so the Gateway sees a Service without endpoints rather than a wrong one.
             if pods.is_empty() || ports.is_empty() {
                 continue;
@@ -441,8 +477,9 @@ pub struct PodPlan {
 /// What a pod runs (see [`Store::workload`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Workload {
-    /// echo-basic's HTTP mode: HTTP on [`HTTP_PORT`], h2c on [`H2C_PORT`].
-    HttpEcho,
+    /// echo-basic's HTTP mode: HTTP on [`HTTP_PORT`], h2c on [`H2C_PORT`] and, with a key
+    /// pair, HTTPS.
+    HttpEcho { https: Option<HttpsServing> },
     /// echo-basic's TCP mode: the line protocol on `tcp_port` and, with a key pair, behind
     /// TLS on `tls_port`.
     TcpEcho {
@@ -453,8 +490,20 @@ pub enum Workload {
     },
     /// echo-basic's UDP mode.
     UdpEcho { service: String, port: u16 },
+    /// echo-basic's gRPC mode: the echo service over h2c on `port` (its gRPC-over-TLS port
+    /// is not served; no base Service exposes it).
+    GrpcEcho { service: String, port: u16 },
     /// CoreDNS, answered by `shardgate-echo`'s DNS responder on [`DNS_PORT`].
     Dns,
+}
+
+/// echo-basic's HTTPS port in HTTP mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpsServing {
+    pub port: u16,
+    pub pair: ServingKeyPair,
+    /// `TLS_CLIENT_CACERTS`: client certificates, when sent, must chain to one of these.
+    pub client_cas_pem: Option<String>,
 }
 
 /// The PEM certificate chain and key a TLS listener serves, read from its Secret volume.
@@ -472,7 +521,11 @@ impl PodPlan {
     /// Whether the pod listens on container port `port` over `protocol` (`TCP`/`UDP`).
     pub fn serves(&self, port: u16, protocol: &str) -> bool {
         match (&self.workload, protocol) {
-            (Workload::HttpEcho, "TCP") => port == HTTP_PORT || port == H2C_PORT,
+            (Workload::HttpEcho { https }, "TCP") => {
+                port == HTTP_PORT
+                    || port == H2C_PORT
+                    || https.as_ref().is_some_and(|h| h.port == port)
+            }
             (
                 Workload::TcpEcho {
                     tcp_port,
@@ -483,6 +536,7 @@ impl PodPlan {
                 "TCP",
             ) => port == *tcp_port || (tls.is_some() && port == *tls_port),
             (Workload::UdpEcho { port: p, .. }, "UDP") => port == *p,
+            (Workload::GrpcEcho { port: p, .. }, "TCP") => port == *p,
             (Workload::Dns, "UDP") => port == DNS_PORT,
             _ => false,
         }
@@ -499,10 +553,34 @@ impl PodPlan {
             )
         };
         Ok(match &self.workload {
-            Workload::HttpEcho => vec![
-                format!("{ip}:{HTTP_PORT},{}", id("")),
-                format!("{ip}:{H2C_PORT},{},h2c", id("")),
-            ],
+            Workload::HttpEcho { https } => {
+                let mut specs = vec![
+                    format!("{ip}:{HTTP_PORT},{}", id("")),
+                    format!("{ip}:{H2C_PORT},{},h2c", id("")),
+                ];
+                if let Some(h) = https {
+                    // Pods of same-named Deployments in other namespaces share the name.
+                    let file = |ext: &str, pem: &str| {
+                        let path =
+                            dir.join(format!("{}.{}-https.{ext}", self.namespace, self.name));
+                        std::fs::write(&path, pem)
+                            .map(|()| path.display().to_string())
+                            .map_err(|e| format!("{}: {e}", path.display()))
+                    };
+                    let mut spec = format!(
+                        "{ip}:{},{},https,cert={},key={}",
+                        h.port,
+                        id(""),
+                        file("crt", &h.pair.cert_pem)?,
+                        file("key", &h.pair.key_pem)?
+                    );
+                    if let Some(cas) = &h.client_cas_pem {
+                        spec.push_str(&format!(",clientcas={}", file("ca", cas)?));
+                    }
+                    specs.push(spec);
+                }
+                specs
+            }
             Workload::TcpEcho {
                 service,
                 tcp_port,
@@ -528,6 +606,9 @@ impl PodPlan {
                 specs
             }
             Workload::UdpEcho { service, port } => vec![format!("{ip}:{port},{},udp", id(service))],
+            Workload::GrpcEcho { service, port } => {
+                vec![format!("{ip}:{port},{},grpc", id(service))]
+            }
             Workload::Dns => vec![format!("{ip}:{DNS_PORT},{},dns", id(""))],
         })
     }
@@ -727,6 +808,104 @@ spec:
         );
     }
 
+    /// The base manifests' tls-backend plus the client-CA mount of
+    /// gateway-tls-backend-client-certificate: HTTP mode with an HTTPS port.
+    const HTTPS_BACKEND: &str = "kind: Deployment
+metadata: {name: tls-backend, namespace: ns}
+spec:
+  template:
+    metadata: {labels: {app: tls-backend}}
+    spec:
+      containers:
+      - image: registry.k8s.io/gateway-api/conformance/echo-basic:v0.1.0
+        env:
+        - {name: TLS_SERVER_CERT, value: /etc/secret-volume/crt}
+        - {name: TLS_SERVER_PRIVKEY, value: /etc/secret-volume/key}
+        - {name: TLS_CLIENT_CACERTS, value: /etc/configmap-volume/ca}
+        volumeMounts:
+        - {name: secret-volume, mountPath: /etc/secret-volume}
+        - {name: configmap-volume, mountPath: /etc/configmap-volume}
+      volumes:
+      - name: secret-volume
+        secret:
+          secretName: pair
+          items: [{key: tls.crt, path: crt}, {key: tls.key, path: key}]
+      - name: configmap-volume
+        configMap:
+          name: cas
+          items: [{key: ca.crt, path: ca}]
+---
+kind: Secret
+metadata: {name: pair, namespace: ns}
+data: {tls.crt: Q0VSVA==, tls.key: S0VZ}
+---
+kind: ConfigMap
+metadata: {name: cas, namespace: ns}
+data: {ca.crt: CAS}
+---
+kind: Service
+metadata: {name: tls-backend, namespace: ns}
+spec:
+  selector: {app: tls-backend}
+  ports: [{protocol: TCP, port: 443, targetPort: 8443}]
+";
+
+    #[test]
+    fn http_mode_pods_serve_https_with_the_mounted_secret_and_client_cas() {
+        let mut store = store(HTTPS_BACKEND);
+        let pods = store.plan_pods().to_vec();
+        assert_eq!(
+            pods[0].workload,
+            Workload::HttpEcho {
+                https: Some(HttpsServing {
+                    port: HTTPS_PORT,
+                    pair: ServingKeyPair {
+                        cert_pem: "CERT".into(),
+                        key_pem: "KEY".into()
+                    },
+                    client_cas_pem: Some("CAS".into()),
+                })
+            }
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let specs = pods[0].serve_specs(dir.path()).expect("specs");
+        let file = |ext: &str| dir.path().join(format!("ns.tls-backend-0-0-https.{ext}"));
+        assert_eq!(
+            specs[2],
+            format!(
+                "{}:8443,pod=tls-backend-0-0,namespace=ns,service=,https,cert={},key={},clientcas={}",
+                pods[0].ip,
+                file("crt").display(),
+                file("key").display(),
+                file("ca").display()
+            )
+        );
+        assert_eq!(std::fs::read_to_string(file("ca")).expect("written"), "CAS");
+        assert_eq!(
+            store.endpoint_slices()[0]["ports"],
+            json!([{"name": "", "port": 8443, "protocol": "TCP"}])
+        );
+    }
+
+    #[test]
+    fn without_its_secret_an_http_pod_serves_no_https() {
+        let mut store = store(
+            &HTTPS_BACKEND
+                .replace("name: pair,", "name: other,")
+                .replace("name: cas,", "name: other-cas,"),
+        );
+        let pods = store.plan_pods().to_vec();
+        assert_eq!(pods[0].workload, Workload::HttpEcho { https: None });
+        assert_eq!(
+            pods[0]
+                .serve_specs(Path::new("/nonexistent"))
+                .expect("specs")
+                .len(),
+            2
+        );
+        assert!(store.endpoint_slices().is_empty());
+    }
+
     #[test]
     fn udp_mode_and_coredns_pods_get_udp_endpoints() {
         let mut store = store(
@@ -792,18 +971,44 @@ spec:
     }
 
     #[test]
-    fn grpc_mode_pods_are_not_planned() {
+    fn grpc_mode_wins_over_tcp_mode_and_serves_h2c_on_the_http_port() {
         let mut store = store(
             "kind: Deployment
 metadata: {name: grpc, namespace: ns}
 spec:
   template:
+    metadata: {labels: {app: grpc}}
     spec:
       containers:
       - image: registry.k8s.io/gateway-api/conformance/echo-basic:v0.1.0
         env: [{name: GRPC_ECHO_SERVER, value: '1'}, {name: TCP_ECHO_SERVER, value: '1'}]
+---
+kind: Service
+metadata: {name: grpc, namespace: ns}
+spec:
+  selector: {app: grpc}
+  ports: [{port: 8080, targetPort: 3000, appProtocol: kubernetes.io/h2c}, {name: tls, port: 8443, targetPort: 8443}]
 ",
         );
-        assert!(store.plan_pods().is_empty());
+        let pods = store.plan_pods().to_vec();
+        assert_eq!(
+            pods[0].workload,
+            Workload::GrpcEcho {
+                service: String::new(),
+                port: HTTP_PORT
+            }
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        assert_eq!(
+            pods[0].serve_specs(dir.path()).expect("specs"),
+            [format!(
+                "{}:3000,pod=grpc-0-0,namespace=ns,service=,grpc",
+                pods[0].ip
+            )]
+        );
+        assert_eq!(
+            store.endpoint_slices()[0]["ports"],
+            json!([{"name": "", "port": 3000, "protocol": "TCP", "appProtocol": "kubernetes.io/h2c"}])
+        );
     }
 }

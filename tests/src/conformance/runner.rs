@@ -4,16 +4,17 @@
 //! Order, as the Go test runs it: status entries of the steady state (or `initial`), then the
 //! TLS/TCP/UDP cases of that phase; then for each `update-N.yaml`/`delete-N.yaml` named by a
 //! phase, its `before:` entries and cases, the change, its `after:` entries and cases; then
-//! the HTTP cases in order (with their mirror checks); then the weighted distribution and
-//! the other multi-request checks. A few folders change objects at points their data does
-//! not encode as phases; [`special`] lists them, taken from their `other_checks`.
+//! the HTTP cases in order (with their mirror checks), then the gRPC cases; then the weighted
+//! distribution and the other multi-request checks. A few folders change objects at points
+//! their data does not encode as phases; [`special`] lists them, taken from their
+//! `other_checks`.
 
 use super::cases::{Cases, Helper, HttpCase, StatusEntry, TlsExpect};
 use super::objects::{
     endpoint, object_key, parse_stream, str_at, Store, CLASS_NAME, CONTROLLER_NAME,
 };
 use super::status::{check, StatusView};
-use super::{extra, probe, tcp_echo, tls, traffic, udp_echo};
+use super::{extra, probe, tcp_echo, tls, traffic, udp_echo, websocket};
 use crate::{Driver, Echo, Gateway, GatewayOptions};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -222,7 +223,9 @@ enum Special {
     UpdateBeforeStatus,
     /// HTTPRouteBackendRequestHeaderModification with weights: the 100-request loop.
     BackendHeaderLoop,
-    CannotCheck(&'static str),
+    /// HTTPRouteBackendProtocolWebSocket: the WebSocket round trip through this Gateway's
+    /// first listener (port 80).
+    WebSocketEcho(&'static str),
 }
 
 fn special(folder: &str) -> Option<Special> {
@@ -234,9 +237,9 @@ fn special(folder: &str) -> Option<Special> {
         "httproute-service-types" => Special::EndpointSliceTemplate,
         "httproute-observed-generation-bump" => Special::UpdateBeforeStatus,
         "httproute-request-header-modifier-backend-weights" => Special::BackendHeaderLoop,
-        "httproute-backend-protocol-websocket" => Special::CannotCheck(
-            "WebSocket round trip on /ws (shardgate-echo has no /ws echo and the runner no WebSocket client)",
-        ),
+        "httproute-backend-protocol-websocket" => {
+            Special::WebSocketEcho("gateway-conformance-infra/same-namespace")
+        }
         _ => return None,
     })
 }
@@ -397,13 +400,7 @@ pub fn suite_setup(corpus: &Corpus) -> Result<(), String> {
 
 /// Runs one folder; `Err` is the one-line reason.
 pub fn run_folder(corpus: &Corpus, folder: &str, cases: &Cases) -> Result<(), String> {
-    if !cases.grpc_cases.is_empty() {
-        return Err("runner cannot check: gRPC cases".to_owned());
-    }
     let special = special(folder);
-    if let Some(Special::CannotCheck(why)) = &special {
-        return Err(format!("runner cannot check: {why}"));
-    }
     let dir = corpus.dir.join("tests").join(folder);
     let docs = parse_stream(&read(&dir.join("manifests.yaml"))?, "manifests.yaml")?;
     let mut inst = Instance::start(corpus, docs, cases.uses_base)?;
@@ -483,6 +480,15 @@ pub fn run_folder(corpus: &Corpus, folder: &str, cases: &Cases) -> Result<(), St
         }
     };
     note(run_http_cases(&mut inst, cases, &special, status_failed));
+    note(super::grpc::run_cases(
+        &cases.grpc_cases,
+        |gateway, port| inst.addr(gateway, port, "http"),
+        if status_failed {
+            Duration::ZERO
+        } else {
+            CASE_TIMEOUT
+        },
+    ));
     if let Some(w) = cases
         .weighted_distribution
         .iter()
@@ -509,6 +515,19 @@ pub fn run_folder(corpus: &Corpus, folder: &str, cases: &Cases) -> Result<(), St
         note(
             inst.addr(&case.gateway, case.listener_port, &case.request.scheme)
                 .and_then(|addr| extra::backend_header_loop(case, addr)),
+        );
+    }
+    if let Some(Special::WebSocketEcho(gateway)) = &special {
+        // Go's origin: `ws://gateway/<test name>`.
+        let origin = format!("ws://gateway/{}", cases.short_name);
+        let budget = if status_failed {
+            Duration::ZERO
+        } else {
+            CASE_TIMEOUT
+        };
+        note(
+            inst.addr(gateway, Some(80), "http")
+                .and_then(|addr| websocket::converge(addr, &origin, budget)),
         );
     }
     for case in cases

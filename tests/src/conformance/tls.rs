@@ -1,5 +1,6 @@
 //! The Go suite's TLS clients: HTTP/1.1 over TLS with SNI from the case and a root pool of
-//! exactly the case's `trust_anchor` (CASES-CONVENTIONS.md "http_cases"); the same handshake
+//! exactly the case's `trust_anchor` (CASES-CONVENTIONS.md "http_cases"), and the TLS setup
+//! of its HTTP/2 client (protocol `H2`, driven by `traffic`); the same handshake
 //! for the TCP echo protocol over TLS; and the probe that expects a Gateway to drop a
 //! connection without answering its ClientHello ("tls_cases").
 //!
@@ -30,7 +31,7 @@ use std::time::Duration;
 
 /// The PEM text of a run-time object's key: `namespace/name:key` (Secret `tls.crt`, or a
 /// ConfigMap's `ca.crt`).
-fn runtime_pem(reference: &str) -> Result<String, String> {
+pub(super) fn runtime_pem(reference: &str) -> Result<String, String> {
     let (object, key) = reference.split_once(':').unwrap_or((reference, "tls.crt"));
     let (ns, name) = object.split_once('/').unwrap_or(("", object));
     let doc = runtime()
@@ -55,6 +56,24 @@ fn runtime_pem(reference: &str) -> Result<String, String> {
         return Err(format!("{reference} is empty"));
     }
     Ok(text)
+}
+
+/// Whether the PEM certificate `pem` (a PEM string, or a run-time `namespace/name:key`
+/// reference) is among `presented`, the PEM certificates the echo backend reported.
+pub fn certificate_among(pem: &str, presented: &[String]) -> Result<bool, String> {
+    let text = if pem.trim_start().starts_with("-----BEGIN") {
+        pem.to_owned()
+    } else {
+        runtime_pem(pem)?
+    };
+    let want = certs(&text)?;
+    let Some(want) = want.first() else {
+        return Err(format!("no certificate in {pem}"));
+    };
+    Ok(presented
+        .iter()
+        .filter_map(|p| certs(p).ok())
+        .any(|got| got.first() == Some(want)))
 }
 
 fn certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -237,6 +256,17 @@ fn config(trust_anchor: &str, client_cert: Option<&str>) -> Result<rustls::Clien
         }
     };
     Ok(config)
+}
+
+/// Go's `http2.Transport` TLS setup: the case's root pool and client certificate, ALPN `h2`
+/// alone (the transport fails when the server picks anything else).
+pub fn h2_client_config(
+    trust_anchor: &str,
+    client_cert: Option<&str>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut config = config(trust_anchor, client_cert)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// One HTTP/1.1 request over TLS; the connection closes after it. Returns the raw bytes the

@@ -1,7 +1,7 @@
 //! HTTP traffic checks: one request as the Go client would send it, and the comparison Go's
 //! `CompareRoundTrip` makes (CASES-CONVENTIONS.md "http_cases", README "Notes for a runner").
 
-use super::cases::{HttpCase, Redirect, Request};
+use super::cases::{ExpectedRequest, HttpCase, Redirect, Request};
 use crate::client::{Client, Response};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -119,6 +119,10 @@ pub struct Echoed {
     pub pod: String,
     /// Lower-cased names.
     pub headers: BTreeMap<String, Vec<String>>,
+    /// `tls.serverName`: the SNI the backend saw, when it terminated TLS itself.
+    pub tls_server_name: Option<String>,
+    /// `tls.peerCertificates`: the client certificates (PEM) the backend was shown.
+    pub peer_certificates: Vec<String>,
 }
 
 /// A response and what the backend saw.
@@ -148,9 +152,10 @@ pub fn send(p: &Prepared, addr: SocketAddr, timeout: Duration) -> Result<Got, St
         "HTTP" => send_http1(p, addr, timeout),
         "H2C_PRIOR_KNOWLEDGE" => send_h2c(p, addr, timeout),
         "HTTPS" => send_https(p, addr, timeout),
+        "H2" => send_h2(p, addr, timeout),
         other => {
             return Err(format!(
-            "runner cannot check: {other} requests (the runner speaks HTTP/1.1, HTTPS/1.1 and h2c)"
+            "runner cannot check: {other} requests (the runner speaks HTTP/1.1, HTTPS/1.1, h2c and h2)"
         ))
         }
     }?;
@@ -255,64 +260,119 @@ fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
 
 /// Cleartext HTTP/2 with prior knowledge (hyper's client on a throwaway runtime).
 fn send_h2c(p: &Prepared, addr: SocketAddr, timeout: Duration) -> Result<Response, String> {
-    use http_body_util::{BodyExt, Empty};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
+    block_on_within("h2c", timeout, async {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        h2_round_trip(stream, p, "http", "h2c").await
+    })
+}
 
+/// HTTP/2 over TLS as Go's `http2.Transport` sends it: a new connection per request, SNI and
+/// root pool from the case, ALPN `h2` alone, `:authority` from the case's host.
+fn send_h2(p: &Prepared, addr: SocketAddr, timeout: Duration) -> Result<Response, String> {
+    let tls = p.tls.as_ref().ok_or("H2 case without a trust anchor")?;
+    let config = super::tls::h2_client_config(&tls.trust_anchor, tls.client_cert.as_deref())?;
+    let sni = tls.sni.as_str();
+    let name = rustls::pki_types::ServerName::try_from(sni.to_owned())
+        .map_err(|e| format!("SNI {sni:?}: {e}"))?;
+    block_on_within("h2", timeout, async {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        let stream = tokio_rustls::TlsConnector::from(config)
+            .connect(name, stream)
+            .await
+            .map_err(|e| format!("TLS to {addr} (SNI {sni}): {e}"))?;
+        require_h2(stream.get_ref().1.alpn_protocol())?;
+        h2_round_trip(stream, p, "https", "h2").await
+    })
+}
+
+/// Go's `http2.Transport` gives up on a connection whose server did not pick `h2`, in these
+/// words.
+fn require_h2(alpn: Option<&[u8]>) -> Result<(), String> {
+    match alpn {
+        Some(b"h2") => Ok(()),
+        other => Err(format!(
+            "http2: unexpected ALPN protocol {:?}; want \"h2\"",
+            String::from_utf8_lossy(other.unwrap_or_default())
+        )),
+    }
+}
+
+/// Runs `exchange` on a throwaway runtime, giving up after `timeout`.
+fn block_on_within(
+    what: &str,
+    timeout: Duration,
+    exchange: impl std::future::Future<Output = Result<Response, String>>,
+) -> Result<Response, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("tokio runtime: {e}"))?;
     runtime.block_on(async {
-        let exchange = async {
-            let stream = tokio::net::TcpStream::connect(addr)
-                .await
-                .map_err(|e| format!("connect {addr}: {e}"))?;
-            let (mut sender, conn) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                    .await
-                    .map_err(|e| format!("h2c handshake: {}", chain(&e)))?;
-            tokio::spawn(conn);
-            let mut builder = hyper::Request::builder()
-                .method(p.method.as_str())
-                .uri(format!("http://{}{}", p.host, p.path));
-            for (k, v) in p.headers.iter().chain(&p.extra) {
-                builder = builder.header(k.as_str(), v.as_str());
-            }
-            let request = builder
-                .body(Empty::<bytes::Bytes>::new())
-                .map_err(|e| format!("h2c request: {e}"))?;
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|e| format!("h2c: {}", chain(&e)))?;
-            let status = response.status().as_u16();
-            let headers = response
-                .headers()
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str().to_owned(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| format!("h2c body: {e}"))?
-                .to_bytes()
-                .to_vec();
-            Ok(Response {
-                status,
-                headers,
-                body,
-                close: false,
-            })
-        };
         tokio::time::timeout(timeout, exchange)
             .await
-            .map_err(|_| format!("h2c: no response within {timeout:?}"))?
+            .map_err(|_| format!("{what}: no response within {timeout:?}"))?
+    })
+}
+
+/// One request on a fresh HTTP/2 connection over `io` (hyper's client); `what` names the
+/// protocol in errors.
+async fn h2_round_trip<IO>(
+    io: IO,
+    p: &Prepared,
+    scheme: &str,
+    what: &str,
+) -> Result<Response, String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .map_err(|e| format!("{what} handshake: {}", chain(&e)))?;
+    tokio::spawn(conn);
+    let mut builder = hyper::Request::builder()
+        .method(p.method.as_str())
+        .uri(format!("{scheme}://{}{}", p.host, p.path));
+    for (k, v) in p.headers.iter().chain(&p.extra) {
+        builder = builder.header(k.as_str(), v.as_str());
+    }
+    let request = builder
+        .body(Empty::<bytes::Bytes>::new())
+        .map_err(|e| format!("{what} request: {e}"))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("{what}: {}", chain(&e)))?;
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("{what} body: {e}"))?
+        .to_bytes()
+        .to_vec();
+    Ok(Response {
+        status,
+        headers,
+        body,
+        close: false,
     })
 }
 
@@ -351,6 +411,7 @@ fn capture(p: &Prepared, resp: &Response) -> Result<Echoed, String> {
             .or_default()
             .extend(values);
     }
+    let tls = &json["tls"];
     Ok(Echoed {
         path: text("path"),
         host: text("host"),
@@ -358,6 +419,13 @@ fn capture(p: &Prepared, resp: &Response) -> Result<Echoed, String> {
         namespace: text("namespace"),
         pod: text("pod"),
         headers,
+        tls_server_name: tls["serverName"].as_str().map(str::to_owned),
+        peer_certificates: tls["peerCertificates"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.as_str().map(str::to_owned))
+            .collect(),
     })
 }
 
@@ -484,6 +552,31 @@ fn compare_echo(case: &HttpCase, p: &Prepared, got: &Got, uuid: &str) -> Result<
             "answered by pod {:?}, want a pod of {}",
             echo.pod, case.backend
         ));
+    }
+    if let Some(expected) = &case.expected_request {
+        compare_backend_tls(expected, echo)?;
+    }
+    Ok(())
+}
+
+/// What a backend that terminates TLS itself must have seen: the SNI and, when given, the
+/// client certificate (echo-basic's `tls` object).
+fn compare_backend_tls(expected: &ExpectedRequest, echo: &Echoed) -> Result<(), String> {
+    if let Some(sni) = expected.sni.as_deref().filter(|s| !s.is_empty()) {
+        let seen = echo.tls_server_name.as_deref();
+        if seen != Some(sni) {
+            return Err(format!(
+                "backend saw TLS server name {seen:?}, want {sni:?}"
+            ));
+        }
+    }
+    if let Some(cert) = expected.client_cert.as_deref().filter(|c| !c.is_empty()) {
+        if !super::tls::certificate_among(cert, &echo.peer_certificates)? {
+            return Err(format!(
+                "backend was not shown the client certificate {cert} ({} shown)",
+                echo.peer_certificates.len()
+            ));
+        }
     }
     Ok(())
 }
@@ -613,6 +706,42 @@ pub fn deployment_of(pod: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn h2_needs_the_server_to_pick_h2() {
+        assert_eq!(require_h2(Some(b"h2")), Ok(()));
+        assert_eq!(
+            require_h2(None),
+            Err("http2: unexpected ALPN protocol \"\"; want \"h2\"".to_owned())
+        );
+        assert!(require_h2(Some(b"http/1.1")).is_err());
+    }
+
+    #[test]
+    fn backend_tls_expectations_compare_sni_and_client_certificate() {
+        let expected: ExpectedRequest = serde_json::from_value(serde_json::json!({
+            "sni": "abc.example.com",
+            "client_cert": "gateway-conformance-infra/tls-checks-client-certificate:tls.crt",
+        }))
+        .expect("parses");
+        let pem = |r: &str| super::super::tls::runtime_pem(r).expect("run-time object");
+        let client = pem("gateway-conformance-infra/tls-checks-client-certificate:tls.crt");
+        let other = pem("gateway-conformance-infra/tls-checks-certificate:tls.crt");
+        let mut echo = Echoed {
+            tls_server_name: Some("abc.example.com".into()),
+            peer_certificates: vec![other.clone(), client],
+            ..Echoed::default()
+        };
+        assert_eq!(compare_backend_tls(&expected, &echo), Ok(()));
+        echo.peer_certificates = vec![other];
+        assert!(compare_backend_tls(&expected, &echo)
+            .unwrap_err()
+            .contains("client certificate"));
+        echo.tls_server_name = None;
+        assert!(compare_backend_tls(&expected, &echo)
+            .unwrap_err()
+            .contains("TLS server name"));
+    }
 
     #[test]
     fn pod_names_map_to_their_deployment() {

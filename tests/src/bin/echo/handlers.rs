@@ -5,7 +5,7 @@
 //! | listener | path | handler |
 //! |---|---|---|
 //! | any | `/_shardgate/...` | Shardgate test endpoints (never used by the conformance suite) |
-//! | plain HTTP | `/health`, `/status/NNN`, `/retry/...`, anything else | Go `ServeMux` routes |
+//! | plain HTTP, HTTPS | `/health`, `/status/NNN`, `/retry/...`, `/ws`, anything else | Go `ServeMux` routes |
 //! | h2c | anything | the echo answer; HTTP/1.x without `Upgrade: h2c` gets 400 |
 
 use std::collections::BTreeMap;
@@ -20,11 +20,14 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{
-    HeaderName, HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION,
-    TRANSFER_ENCODING, UPGRADE,
+    HeaderName, HeaderValue, ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION,
+    SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, TRANSFER_ENCODING,
+    UPGRADE,
 };
 use hyper::http::request::Parts;
+use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -32,6 +35,7 @@ use crate::goish::{
     canonical_header_key, clean_path, collapse_double_slashes, first_value, go_json_escape,
     parse_echo_set_header, parse_go_duration, parse_query,
 };
+use crate::https::TlsAssertions;
 use crate::{App, ConnCtx, Listener};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -149,14 +153,64 @@ async fn http_port(ctx: &ConnCtx, req: Request<Incoming>) -> Response<RespBody> 
             status_handler(&parts)
         }
         p if p.starts_with("/retry/") => retry_handler(ctx, parts, body).await,
-        // TODO(websocket): echo-basic serves a WebSocket echo on exactly `/ws` (frames are
-        // echoed until EOF; handshakes without `Origin` are refused). Until that feature
-        // lands, `/ws` gets the normal echo answer.
+        "/ws" => {
+            drain(body).await;
+            websocket(ctx, parts)
+        }
         _ => {
             let form = read_form(&parts, body).await;
             echo_answer(ctx, &parts, &form).await
         }
     }
+}
+
+/// echo-basic's `/ws`: the x/net/websocket handshake (`ws.rs`), then the frame echo on the
+/// upgraded connection. A refused handshake is answered and the connection closed, as the
+/// Go library does on the hijacked socket.
+fn websocket(ctx: &ConnCtx, mut parts: Parts) -> Response<RespBody> {
+    let accepted = match crate::ws::accept(&parts.method, &parts.headers) {
+        Ok(accepted) => accepted,
+        Err(refused) => {
+            let mut resp = response(refused.status, full(refused.body));
+            if refused.says_version {
+                resp.headers_mut()
+                    .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+            }
+            resp.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+            return resp;
+        }
+    };
+    let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
+        // HTTP/2 has no Upgrade; x/net/websocket cannot hijack such a request either.
+        return process_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "websocket: response does not implement http.Hijacker",
+        );
+    };
+    let verbose = ctx.listener.app.verbose;
+    let pod = ctx.listener.pod.clone();
+    tokio::spawn(async move {
+        let result = match on_upgrade.await {
+            Ok(upgraded) => crate::ws::echo(TokioIo::new(upgraded)).await,
+            Err(e) => Err(std::io::Error::other(e)),
+        };
+        if let Err(e) = result {
+            if verbose {
+                eprintln!("shardgate-echo: websocket on pod {pod}: {e}");
+            }
+        }
+    });
+    let mut resp = with_empty_body(StatusCode::SWITCHING_PROTOCOLS);
+    let headers = resp.headers_mut();
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    let accept = HeaderValue::from_str(&accepted.accept_key).expect("base64 is a header value");
+    headers.insert(SEC_WEBSOCKET_ACCEPT, accept);
+    if let Some(protocol) = accepted.protocol {
+        headers.insert(SEC_WEBSOCKET_PROTOCOL, protocol);
+    }
+    resp
 }
 
 /// The echo answer, reading the request (and any url-encoded form body) first.
@@ -166,7 +220,7 @@ async fn echo(ctx: &ConnCtx, req: Request<Incoming>) -> Response<RespBody> {
     echo_answer(ctx, &parts, &form).await
 }
 
-/// The JSON document of echo-basic's `RequestAssertions` (HTTP, no TLS).
+/// The JSON document of echo-basic's `RequestAssertions`.
 #[derive(Serialize)]
 struct EchoAnswer<'a> {
     path: &'a str,
@@ -180,6 +234,9 @@ struct EchoAnswer<'a> {
     ingress: &'a str,
     service: &'a str,
     pod: &'a str,
+    /// Only on the HTTPS port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls: Option<&'a TlsAssertions>,
 }
 
 async fn echo_answer(
@@ -206,6 +263,7 @@ async fn echo_answer(
         ingress: &app.ingress,
         service: &listener.service,
         pod: &listener.pod,
+        tls: ctx.tls.as_ref(),
     };
     // Go uses json.MarshalIndent(v, "", " "): one space per level.
     let mut out = Vec::with_capacity(512);

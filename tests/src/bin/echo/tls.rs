@@ -1,11 +1,12 @@
-//! Server-side TLS for the echo's TCP mode: the key pair from PEM files, an async stream over
-//! a rustls `ServerConnection`, and the connection facts spelled the way Go's `crypto/tls`
-//! prints them (echo-basic reports them in its answers).
+//! Server-side TLS for the echo's TCP mode (and, through `https.rs`, its HTTPS port): the
+//! key pair from PEM files, an async stream over a rustls `ServerConnection`, and the
+//! connection facts spelled the way Go's `crypto/tls` prints them (echo-basic reports them
+//! in its answers).
 //!
 //! The stream is the usual adapter between rustls' sans-IO connection and tokio: rustls reads
 //! and writes TLS records through a `std::io` view of the socket that maps `Pending` to
-//! `WouldBlock`, so every wait registers the socket's waker. (tokio-rustls does the same; it
-//! is not a dependency of this workspace, and the echo needs only the server side.)
+//! `WouldBlock`, so every wait registers the socket's waker. (tokio-rustls does the same; only
+//! the conformance runner's client uses it, and the echo needs only the server side.)
 //!
 //! Lifecycle: [`TlsStream::accept`] drives the handshake to completion (flush what rustls
 //! wants to send, read what it wants to read) and flushes the records the handshake leaves
@@ -27,6 +28,22 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// A server configuration for the PEM certificate chain and key in these files, TLS 1.2 and
 /// 1.3 (echo-basic's TCP mode sets `MinVersion: tls.VersionTLS12`), no ALPN, no client auth.
 pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<ServerConfig>> {
+    let (chain, key_der) = load_key_pair(cert, key)?;
+    let config =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .context("TLS versions")?
+            .with_no_client_auth()
+            .with_single_cert(chain, key_der)
+            .with_context(|| format!("key pair {} / {}", cert.display(), key.display()))?;
+    Ok(Arc::new(config))
+}
+
+/// The PEM certificate chain and private key in these files.
+pub fn load_key_pair(
+    cert: &Path,
+    key: &Path,
+) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
     let cert_pem =
         std::fs::read(cert).with_context(|| format!("reading certificate {}", cert.display()))?;
     let key_pem = std::fs::read(key).with_context(|| format!("reading key {}", key.display()))?;
@@ -36,14 +53,7 @@ pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<ServerConfig
     anyhow::ensure!(!chain.is_empty(), "no certificate in {}", cert.display());
     let key_der = PrivateKeyDer::from_pem_slice(&key_pem)
         .with_context(|| format!("private key PEM {}", key.display()))?;
-    let config =
-        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .context("TLS versions")?
-            .with_no_client_auth()
-            .with_single_cert(chain, key_der)
-            .with_context(|| format!("key pair {} / {}", cert.display(), key.display()))?;
-    Ok(Arc::new(config))
+    Ok((chain, key_der))
 }
 
 /// A TLS server connection over an async socket.
