@@ -32,7 +32,8 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1:9901")]
     admin: SocketAddr,
     /// Cores to pin workers to, e.g. `0-3` or `1,3`; `none` disables
-    /// pinning. Default: worker i on core i when there are enough cores.
+    /// pinning. Default: worker i on the i-th core this process may run on
+    /// (its affinity mask: taskset, a cgroup cpuset), when there are enough.
     #[arg(long)]
     cores: Option<String>,
     /// Longest request head accepted, in bytes (431 beyond).
@@ -94,6 +95,18 @@ struct Args {
     log_level: Option<String>,
 }
 
+/// The CPUs this process may run on, in order.
+fn allowed_cores() -> Vec<usize> {
+    use nix::sched::{sched_getaffinity, CpuSet};
+    use nix::unistd::Pid;
+    match sched_getaffinity(Pid::from_raw(0)) {
+        Ok(set) => (0..CpuSet::count())
+            .filter(|&c| set.is_set(c).unwrap_or(false))
+            .collect(),
+        Err(_) => (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect(),
+    }
+}
+
 fn parse_cores(spec: &str) -> Result<Vec<usize>, String> {
     if spec == "none" {
         return Ok(Vec::new());
@@ -134,8 +147,14 @@ fn run(args: Args) -> Result<(), String> {
     let driver = resolve_driver(args.io_driver).map_err(|e| format!("--io-driver uring: {e}"))?;
     let cores = match &args.cores {
         Some(spec) => parse_cores(spec)?,
-        None if workers <= available => (0..workers).collect(),
-        None => Vec::new(),
+        None => {
+            let allowed = allowed_cores();
+            if workers <= allowed.len() {
+                allowed[..workers].to_vec()
+            } else {
+                Vec::new()
+            }
+        }
     };
     let access_log = match &args.access_log {
         Some(target) => {
