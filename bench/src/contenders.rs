@@ -176,6 +176,9 @@ pub fn backend(dir: &Path, cores: &str, addr: SocketAddr, workers: usize) -> any
 }
 
 /// Starts a contender listening on `listen`, in front of `backend`.
+/// With `h2`, the listener speaks cleartext HTTP/2 with prior knowledge
+/// (nginx `http2`, HAProxy `proto h2`; Shardgate tells by the preface).
+#[allow(clippy::too_many_arguments)]
 pub fn start(
     kind: Kind,
     dir: &Path,
@@ -184,6 +187,7 @@ pub fn start(
     workers: usize,
     listen: SocketAddr,
     backend: SocketAddr,
+    h2: bool,
 ) -> anyhow::Result<Group> {
     let dir = dir.join(kind.name());
     std::fs::create_dir_all(&dir)?;
@@ -191,8 +195,9 @@ pub fn start(
     match kind {
         Kind::Nginx => {
             let conf = format!(
-                "worker_processes {workers};\ndaemon off;\npid {d}/nginx.pid;\nerror_log stderr error;\nevents {{ worker_connections 16384; }}\nhttp {{\n  access_log off;\n  keepalive_requests 1000000;\n  upstream backend {{ server {backend}; keepalive 1024; keepalive_requests 1000000; }}\n  server {{\n    listen {listen} reuseport backlog=4096;\n    location / {{\n      proxy_pass http://backend;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_buffering on;\n    }}\n  }}\n}}\n",
-                d = dir.display()
+                "worker_processes {workers};\ndaemon off;\npid {d}/nginx.pid;\nerror_log stderr error;\nevents {{ worker_connections 16384; }}\nhttp {{\n  access_log off;\n  keepalive_requests 1000000;\n  upstream backend {{ server {backend}; keepalive 1024; keepalive_requests 1000000; }}\n  server {{\n    listen {listen} reuseport backlog=4096{http2};\n    location / {{\n      proxy_pass http://backend;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_buffering on;\n    }}\n  }}\n}}\n",
+                d = dir.display(),
+                http2 = if h2 { " http2" } else { "" }
             );
             std::fs::write(dir.join("nginx.conf"), conf)?;
             let args = vec![
@@ -207,7 +212,8 @@ pub fn start(
         }
         Kind::Haproxy => {
             let conf = format!(
-                "global\n  nbthread {workers}\n  maxconn 8000\n  tune.bufsize 16384\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n  http-reuse always\n  option http-keep-alive\nfrontend fe\n  bind {listen}\n  default_backend be\nbackend be\n  server s1 {backend} maxconn 10000\n"
+                "global\n  nbthread {workers}\n  maxconn 8000\n  tune.bufsize 16384\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n  http-reuse always\n  option http-keep-alive\nfrontend fe\n  bind {listen}{proto}\n  default_backend be\nbackend be\n  server s1 {backend} maxconn 10000\n",
+                proto = if h2 { " proto h2" } else { "" }
             );
             std::fs::write(dir.join("haproxy.cfg"), conf)?;
             let args = vec!["-f".into(), dir.join("haproxy.cfg").display().to_string()];

@@ -49,8 +49,8 @@ struct RunArgs {
     #[arg(long)]
     quick: bool,
     /// Scenarios to run (1: keep-alive small response, 2: new connection
-    /// per request, 5: 1 MiB responses).
-    #[arg(long, value_delimiter = ',', default_values_t = [1u8, 2, 5])]
+    /// per request, 5: 1 MiB responses, 9: HTTP/2 keep-alive).
+    #[arg(long, value_delimiter = ',', default_values_t = [1u8, 2, 5, 9])]
     scenarios: Vec<u8>,
     /// Contenders, in run order.
     #[arg(long, value_delimiter = ',', default_values = ["shardgate", "nginx", "haproxy"])]
@@ -126,6 +126,8 @@ pub struct Scenario {
     pub title: &'static str,
     path: &'static str,
     new_connection: bool,
+    /// Cleartext HTTP/2 (prior knowledge), loaded with h2load (Debian nghttp2-client).
+    h2: bool,
 }
 
 const SCENARIOS: &[Scenario] = &[
@@ -134,18 +136,28 @@ const SCENARIOS: &[Scenario] = &[
         title: "HTTP/1.1 keep-alive, 13-byte response",
         path: "/",
         new_connection: false,
+        h2: false,
     },
     Scenario {
         id: 2,
         title: "new connection per request",
         path: "/",
         new_connection: true,
+        h2: false,
     },
     Scenario {
         id: 5,
         title: "HTTP/1.1 keep-alive, 1 MiB response",
         path: "/1m",
         new_connection: false,
+        h2: false,
+    },
+    Scenario {
+        id: 9,
+        title: "HTTP/2 keep-alive (h2c, 10 streams per connection), 13-byte response",
+        path: "/",
+        new_connection: false,
+        h2: true,
     },
 ];
 
@@ -299,7 +311,11 @@ fn measure(
     workers: usize,
 ) -> anyhow::Result<Sample> {
     let listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-    let group = contenders::start(kind, work, bins, &a.proxy_cores, workers, listen, backend)?;
+    let group =
+        contenders::start(kind, work, bins, &a.proxy_cores, workers, listen, backend, s.h2)?;
+    if s.h2 {
+        return measure_h2(a, &group, kind, listen);
+    }
     contenders::wait_ready(listen, s.path, Duration::from_secs(15))?;
     let mut cmd = std::process::Command::new("taskset");
     cmd.arg("-c")
@@ -343,6 +359,67 @@ fn measure(
     Ok(Sample {
         contender: kind,
         load,
+        cpu_seconds: cpu,
+        peak_rss_mib: group.peak_rss_mib(),
+    })
+}
+
+/// HTTP/2 runs use h2load (Debian nghttp2-client) as the client: it
+/// reports throughput and failures; our load generator speaks HTTP/1.1
+/// only, so no latency percentiles for this scenario.
+fn measure_h2(
+    a: &RunArgs,
+    group: &contenders::Group,
+    kind: Kind,
+    listen: SocketAddr,
+) -> anyhow::Result<Sample> {
+    let url = format!("http://{listen}/");
+    let h2load = |seconds: u64| {
+        std::process::Command::new("taskset")
+            .arg("-c")
+            .arg(&a.load_cores)
+            .args(["h2load", "-c", &a.connections.to_string(), "-m", "10"])
+            .args(["-D", &seconds.to_string(), &url])
+            .output()
+    };
+    // Readiness: h2load's own first requests, retried briefly.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let o = std::process::Command::new("h2load")
+            .args(["-n", "1", "-c", "1", &url])
+            .output()?;
+        if String::from_utf8_lossy(&o.stdout).contains("1 succeeded") {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("{} does not answer HTTP/2 on {listen}", kind.name());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = h2load(a.warmup.max(1))?;
+    let cpu_before = group.cpu_seconds();
+    let out = h2load(a.seconds)?;
+    let cpu = group.cpu_seconds() - cpu_before;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let number = |after: &str, before: &str| -> Option<f64> {
+        let line = text.lines().find(|l| l.contains(after) && l.contains(before))?;
+        let rest = &line[line.find(after)? + after.len()..];
+        rest.split(before).next()?.trim().replace(',', "").parse().ok()
+    };
+    let succeeded = number("done,", "succeeded")
+        .with_context(|| format!("h2load output: {text}"))?;
+    let failed = number("succeeded,", "failed").unwrap_or(0.0);
+    let errored = number("failed,", "errored").unwrap_or(0.0);
+    let seconds = a.seconds as f64;
+    Ok(Sample {
+        contender: kind,
+        load: LoadResult {
+            requests: succeeded as u64,
+            errors: (failed + errored) as u64,
+            seconds,
+            rps: succeeded / seconds,
+            ..LoadResult::default()
+        },
         cpu_seconds: cpu,
         peak_rss_mib: group.peak_rss_mib(),
     })

@@ -62,6 +62,15 @@ fn cell((median, min, max): (f64, f64, f64), digits: usize) -> String {
     format!("{median:.digits$} ({min:.digits$}–{max:.digits$})")
 }
 
+/// A latency cell; h2load runs report none (`n/a`).
+fn latency((median, min, max): (f64, f64, f64)) -> String {
+    if max == 0.0 {
+        "n/a".to_owned()
+    } else {
+        cell((median, min, max), 0)
+    }
+}
+
 /// The Markdown report.
 pub fn markdown(
     results: &[(Scenario, Vec<Sample>)],
@@ -97,9 +106,9 @@ pub fn markdown(
                 k.name(),
                 cell(column(samples, k, |x| x.load.rps), 0),
                 cell(column(samples, k, Sample::cpu_us_per_request), 1),
-                cell(column(samples, k, |x| x.load.p50_us as f64), 0),
-                cell(column(samples, k, |x| x.load.p99_us as f64), 0),
-                cell(column(samples, k, |x| x.load.p999_us as f64), 0),
+                latency(column(samples, k, |x| x.load.p50_us as f64)),
+                latency(column(samples, k, |x| x.load.p99_us as f64)),
+                latency(column(samples, k, |x| x.load.p999_us as f64)),
                 cell(column(samples, k, |x| x.peak_rss_mib), 1),
             );
         }
