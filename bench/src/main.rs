@@ -311,8 +311,16 @@ fn measure(
     workers: usize,
 ) -> anyhow::Result<Sample> {
     let listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-    let group =
-        contenders::start(kind, work, bins, &a.proxy_cores, workers, listen, backend, s.h2)?;
+    let group = contenders::start(
+        kind,
+        work,
+        bins,
+        &a.proxy_cores,
+        workers,
+        listen,
+        backend,
+        s.h2,
+    )?;
     if s.h2 {
         return measure_h2(a, &group, kind, listen);
     }
@@ -402,12 +410,19 @@ fn measure_h2(
     let cpu = group.cpu_seconds() - cpu_before;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let number = |after: &str, before: &str| -> Option<f64> {
-        let line = text.lines().find(|l| l.contains(after) && l.contains(before))?;
+        let line = text
+            .lines()
+            .find(|l| l.contains(after) && l.contains(before))?;
         let rest = &line[line.find(after)? + after.len()..];
-        rest.split(before).next()?.trim().replace(',', "").parse().ok()
+        rest.split(before)
+            .next()?
+            .trim()
+            .replace(',', "")
+            .parse()
+            .ok()
     };
-    let succeeded = number("done,", "succeeded")
-        .with_context(|| format!("h2load output: {text}"))?;
+    let succeeded =
+        number("done,", "succeeded").with_context(|| format!("h2load output: {text}"))?;
     let failed = number("succeeded,", "failed").unwrap_or(0.0);
     let errored = number("failed,", "errored").unwrap_or(0.0);
     let seconds = a.seconds as f64;
