@@ -49,6 +49,10 @@ struct Args {
     /// timeout (504 beyond).
     #[arg(long, default_value_t = 60)]
     upstream_timeout_secs: u64,
+    /// Idle upstream keep-alive connections kept per endpoint and worker
+    /// (like nginx's `keepalive`); beyond it, returned connections close.
+    #[arg(long, default_value_t = 1024)]
+    upstream_pool_size: usize,
     /// Seconds a drain (SIGTERM/SIGINT) waits for open connections.
     #[arg(long, default_value_t = 10)]
     drain_timeout_secs: u64,
@@ -173,6 +177,7 @@ fn run(args: Args) -> Result<(), String> {
         idle_timeout: Duration::from_secs(args.idle_timeout_secs),
         upstream_timeout: Duration::from_secs(args.upstream_timeout_secs),
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+        pool_max_idle: args.upstream_pool_size,
         stream_idle_timeout: Duration::from_secs(args.stream_idle_timeout_secs),
         udp_idle_timeout: Duration::from_secs(args.udp_idle_timeout_secs),
         h2: H2Limits {

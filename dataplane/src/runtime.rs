@@ -69,7 +69,7 @@ impl Default for WorkerConfig {
             idle_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(3),
             upstream_timeout: Duration::from_secs(60),
-            pool_max_idle: 128,
+            pool_max_idle: 1024,
             drain_timeout: Duration::from_secs(10),
             stream_idle_timeout: Duration::from_secs(3600),
             udp_idle_timeout: Duration::from_secs(60),
