@@ -141,6 +141,19 @@ fn spawn(cores: &str, program: &Path, args: &[String], log: &Path) -> anyhow::Re
     Ok(child)
 }
 
+/// The controlplane's last "snapshot published" time (translation and
+/// publication), milliseconds, from its log.
+pub fn last_publication_ms(dir: &Path) -> Option<f64> {
+    let log = std::fs::read_to_string(dir.join("shardgate").join("controlplane.log")).ok()?;
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("snapshot published"))?;
+    let v = line.split("\"took_us\":").nth(1)?;
+    let digits: String = v.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse::<f64>().ok().map(|us| us / 1000.0)
+}
+
 /// Where the binaries are.
 pub struct Bins {
     /// Directory of shardgate-controlplane and shardgate-dataplane.
@@ -188,6 +201,7 @@ pub fn start(
     listen: SocketAddr,
     backend: SocketAddr,
     h2: bool,
+    routes: usize,
 ) -> anyhow::Result<Group> {
     let dir = dir.join(kind.name());
     std::fs::create_dir_all(&dir)?;
@@ -224,7 +238,10 @@ pub fn start(
         Kind::Shardgate => {
             let config = dir.join("config");
             std::fs::create_dir_all(&config)?;
-            std::fs::write(config.join("bench.yaml"), shardgate_config(listen, backend))?;
+            std::fs::write(
+                config.join("bench.yaml"),
+                shardgate_config(listen, backend, routes),
+            )?;
             let shm = dir.join("segment");
             let cp = spawn(
                 cores,
@@ -237,7 +254,9 @@ pub fn start(
                     "--status-file".into(),
                     dir.join("status.yaml").display().to_string(),
                     "--log-level".into(),
-                    "warn".into(),
+                    "info".into(),
+                    "--log-format".into(),
+                    "json".into(),
                 ],
                 &dir.join("controlplane.log"),
             )?;
@@ -263,10 +282,31 @@ pub fn start(
     }
 }
 
-/// The standalone configuration equivalent to the nginx and HAProxy ones.
-fn shardgate_config(listen: SocketAddr, backend: SocketAddr) -> String {
+/// Host of route `i` in a route-scale configuration.
+pub fn route_host(i: usize) -> String {
+    format!("h{i}.bench.example")
+}
+
+/// The standalone configuration equivalent to the nginx and HAProxy ones;
+/// with `routes` > 0, that many HTTPRoutes instead, one hostname each
+/// ([`route_host`]).
+fn shardgate_config(listen: SocketAddr, backend: SocketAddr, routes: usize) -> String {
+    let mut y = base_config(listen, backend);
+    if routes == 0 {
+        y.push_str("---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: all, namespace: bench}\nspec:\n  parentRefs: [{name: bench}]\n  rules: [{backendRefs: [{name: backend, port: 80}]}]\n");
+    }
+    for i in 0..routes {
+        y.push_str(&format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r{i}, namespace: bench}}\nspec:\n  parentRefs: [{{name: bench}}]\n  hostnames: [{}]\n  rules: [{{matches: [{{path: {{type: PathPrefix, value: /}}}}], backendRefs: [{{name: backend, port: 80}}]}}]\n",
+            route_host(i)
+        ));
+    }
+    y
+}
+
+fn base_config(listen: SocketAddr, backend: SocketAddr) -> String {
     format!(
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: shardgate}}\nspec: {{controllerName: shardgate.dev/gateway-controller}}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: bench, namespace: bench}}\nspec:\n  gatewayClassName: shardgate\n  addresses: [{{type: IPAddress, value: \"{}\"}}]\n  listeners: [{{name: http, protocol: HTTP, port: {}}}]\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: backend, namespace: bench}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: backend-0, namespace: bench, labels: {{kubernetes.io/service-name: backend}}}}\naddressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints: [{{addresses: [\"{}\"]}}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: all, namespace: bench}}\nspec:\n  parentRefs: [{{name: bench}}]\n  rules: [{{backendRefs: [{{name: backend, port: 80}}]}}]\n",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: shardgate}}\nspec: {{controllerName: shardgate.dev/gateway-controller}}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: bench, namespace: bench}}\nspec:\n  gatewayClassName: shardgate\n  addresses: [{{type: IPAddress, value: \"{}\"}}]\n  listeners: [{{name: http, protocol: HTTP, port: {}}}]\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: backend, namespace: bench}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: backend-0, namespace: bench, labels: {{kubernetes.io/service-name: backend}}}}\naddressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints: [{{addresses: [\"{}\"]}}]\n",
         listen.ip(),
         listen.port(),
         backend.port(),
@@ -276,6 +316,16 @@ fn shardgate_config(listen: SocketAddr, backend: SocketAddr) -> String {
 
 /// Waits until `GET path` on `addr` answers 200.
 pub fn wait_ready(addr: SocketAddr, path: &str, timeout: Duration) -> anyhow::Result<()> {
+    wait_ready_host(addr, "bench", path, timeout)
+}
+
+/// [`wait_ready`] with a Host.
+pub fn wait_ready_host(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     use std::io::{Read, Write};
     let deadline = Instant::now() + timeout;
     loop {
@@ -284,7 +334,7 @@ pub fn wait_ready(addr: SocketAddr, path: &str, timeout: Duration) -> anyhow::Re
             s.set_read_timeout(Some(Duration::from_secs(1)))?;
             write!(
                 s,
-                "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+                "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
             )?;
             let mut head = [0u8; 12];
             s.read_exact(&mut head)?;

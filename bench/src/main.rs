@@ -49,8 +49,9 @@ struct RunArgs {
     #[arg(long)]
     quick: bool,
     /// Scenarios to run (1: keep-alive small response, 2: new connection
-    /// per request, 5: 1 MiB responses, 9: HTTP/2 keep-alive).
-    #[arg(long, value_delimiter = ',', default_values_t = [1u8, 2, 5, 9])]
+    /// per request, 5: 1 MiB responses, 6: route-table scale (Shardgate
+    /// only), 9: HTTP/2 keep-alive).
+    #[arg(long, value_delimiter = ',', default_values_t = [1u8, 2, 5, 6, 9])]
     scenarios: Vec<u8>,
     /// Contenders, in run order.
     #[arg(long, value_delimiter = ',', default_values = ["shardgate", "nginx", "haproxy"])]
@@ -270,8 +271,29 @@ fn run(mut a: RunArgs) -> anyhow::Result<()> {
         }
         results.push((*s, samples));
     }
+    let mut scale = Vec::new();
+    if a.scenarios.contains(&6) && contenders.contains(&Kind::Shardgate) {
+        let sizes: &[usize] = if a.quick {
+            &[10, 1000]
+        } else {
+            &[10, 1000, 10_000, 100_000]
+        };
+        for &routes in sizes {
+            let row = route_scale(&a, &bins, &me, &work, backend_addr, workers, routes)
+                .with_context(|| format!("scenario 6 with {routes} routes"))?;
+            eprintln!(
+                "scenario 6 {routes:>6} routes: publication {:>8.1} ms  {:>9.0} req/s  {:>6.1} µs CPU/req  RSS {:.1} MiB  errors {}",
+                row.publication_ms,
+                row.sample.load.rps,
+                row.sample.cpu_us_per_request(),
+                row.sample.peak_rss_mib,
+                row.sample.load.errors
+            );
+            scale.push(row);
+        }
+    }
     let machine = report::machine();
-    let md = report::markdown(
+    let mut md = report::markdown(
         &results,
         &contenders,
         &a.proxy_cores,
@@ -279,6 +301,7 @@ fn run(mut a: RunArgs) -> anyhow::Result<()> {
         a.seconds,
         &machine,
     );
+    md.push_str(&report::route_scale(&scale));
     std::fs::write(out.join("report.md"), &md)?;
     for (s, samples) in &results {
         std::fs::write(
@@ -291,6 +314,7 @@ fn run(mut a: RunArgs) -> anyhow::Result<()> {
     let errors: u64 = results
         .iter()
         .flat_map(|(_, s)| s)
+        .chain(scale.iter().map(|r| &r.sample))
         .map(|s| s.load.errors)
         .sum();
     if errors > 0 {
@@ -320,6 +344,7 @@ fn measure(
         listen,
         backend,
         s.h2,
+        0,
     )?;
     if s.h2 {
         return measure_h2(a, &group, kind, listen);
@@ -369,6 +394,76 @@ fn measure(
         load,
         cpu_seconds: cpu,
         peak_rss_mib: group.peak_rss_mib(),
+    })
+}
+
+/// One route-table size: how long the controlplane took to translate and
+/// publish it, and what a request costs with it in force.
+pub struct ScaleRow {
+    /// HTTPRoutes (one hostname each).
+    pub routes: usize,
+    /// Translation and publication, ms (the controlplane's own timing).
+    pub publication_ms: f64,
+    /// Keep-alive load against the last route's host.
+    pub sample: Sample,
+}
+
+/// Scenario 6: Shardgate with `routes` HTTPRoutes, scenario 1's load on
+/// the last one's hostname.
+fn route_scale(
+    a: &RunArgs,
+    bins: &Bins,
+    me: &std::path::Path,
+    work: &std::path::Path,
+    backend: SocketAddr,
+    workers: usize,
+    routes: usize,
+) -> anyhow::Result<ScaleRow> {
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let group = contenders::start(
+        Kind::Shardgate,
+        work,
+        bins,
+        &a.proxy_cores,
+        workers,
+        listen,
+        backend,
+        false,
+        routes,
+    )?;
+    let host = contenders::route_host(routes - 1);
+    contenders::wait_ready_host(listen, &host, "/", Duration::from_secs(120))?;
+    let load = |seconds: u64| -> anyhow::Result<std::process::Output> {
+        Ok(std::process::Command::new("taskset")
+            .arg("-c")
+            .arg(&a.load_cores)
+            .arg(me)
+            .arg("load")
+            .args(["--addr", &listen.to_string(), "--host", &host])
+            .args(["--connections", &a.connections.to_string()])
+            .args(["--seconds", &seconds.to_string()])
+            .output()?)
+    };
+    load(a.warmup)?;
+    let cpu_before = group.cpu_seconds();
+    let out = load(a.seconds)?;
+    let cpu = group.cpu_seconds() - cpu_before;
+    if !out.status.success() {
+        bail!(
+            "load generator failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let result: LoadResult = serde_json::from_slice(&out.stdout)?;
+    Ok(ScaleRow {
+        routes,
+        publication_ms: contenders::last_publication_ms(work).unwrap_or(f64::NAN),
+        sample: Sample {
+            contender: Kind::Shardgate,
+            load: result,
+            cpu_seconds: cpu,
+            peak_rss_mib: group.peak_rss_mib(),
+        },
     })
 }
 

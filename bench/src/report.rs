@@ -132,6 +132,33 @@ pub fn markdown(
     out
 }
 
+/// Scenario 6's table: per route-table size, translation + publication
+/// time, req/s, CPU per request (and its ratio to the smallest table),
+/// peak RSS.
+pub fn route_scale(rows: &[crate::ScaleRow]) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("## Scenario 6: route-table scale (Shardgate)\n\nOne HTTPRoute per hostname; scenario 1's keep-alive load on the last route's hostname; one run each.\n\n| routes | translation + publication ms | req/s | CPU µs/request | × smallest | peak RSS MiB | errors |\n|---:|---:|---:|---:|---:|---:|---:|\n");
+    let base = rows[0].sample.cpu_us_per_request();
+    for r in rows {
+        let cpu = r.sample.cpu_us_per_request();
+        let _ = writeln!(
+            out,
+            "| {} | {:.1} | {:.0} | {:.1} | {:.2} | {:.1} | {} |",
+            r.routes,
+            r.publication_ms,
+            r.sample.load.rps,
+            cpu,
+            cpu / base.max(f64::MIN_POSITIVE),
+            r.sample.peak_rss_mib,
+            r.sample.load.errors
+        );
+    }
+    out.push('\n');
+    out
+}
+
 /// A bar chart of median CPU µs per request and req/s per contender.
 pub fn svg(s: &Scenario, samples: &[Sample], contenders: &[Kind]) -> String {
     let bars: Vec<(String, f64, f64)> = contenders

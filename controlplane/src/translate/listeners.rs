@@ -400,13 +400,32 @@ pub(super) fn listener_snapshot(
     }
     let mut ordered: Vec<&HostnameScope> = scopes.keys().collect();
     ordered.sort_by(|a, b| scope_order(a, b));
+    // Only wildcard and catch-all scopes can cover another scope, so each
+    // scope looks at itself and those (keeping the precedence order), not at
+    // every other scope: linear in the number of hostnames.
+    let broad: Vec<(usize, &HostnameScope)> = ordered
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| match s {
+            HostnameScope::Any => true,
+            HostnameScope::Name(h) => h.is_wildcard(),
+        })
+        .map(|(i, s)| (i, *s))
+        .collect();
     let virtual_hosts = ordered
         .iter()
-        .map(|scope| {
-            let rules = ordered
+        .enumerate()
+        .map(|(pos, scope)| {
+            let mut covering: Vec<(usize, &HostnameScope)> = broad
                 .iter()
-                .filter(|broader| covers(broader, scope))
-                .flat_map(|broader| scopes[*broader].iter().map(|(_, r)| r.clone()))
+                .filter(|(i, b)| *i != pos && covers(b, scope))
+                .copied()
+                .collect();
+            covering.push((pos, scope));
+            covering.sort_by_key(|(i, _)| *i);
+            let rules = covering
+                .iter()
+                .flat_map(|(_, broader)| scopes[*broader].iter().map(|(_, r)| r.clone()))
                 .collect();
             VirtualHost {
                 host: match scope {
