@@ -382,7 +382,8 @@ pub(crate) async fn read_body(
 /// body is chunked.
 fn append_data(buf: &mut Vec<u8>, data: &[u8], chunked: bool) {
     if chunked {
-        buf.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        use std::io::Write as _;
+        let _ = write!(buf, "{:x}\r\n", data.len());
         buf.extend_from_slice(data);
         buf.extend_from_slice(b"\r\n");
     } else {

@@ -17,10 +17,15 @@ use std::time::Duration;
 
 const BACKLOG: i32 = 4096;
 
-/// Binds this worker's socket for `key`.
-pub(crate) fn bind(key: BindKey) -> std::io::Result<TcpListener> {
+/// A non-blocking SO_REUSEPORT socket of this worker, bound to `key`'s
+/// address and port (TCP or UDP by the key's transport).
+pub(crate) fn reuseport_socket(key: BindKey) -> std::io::Result<Socket> {
     let addr = SocketAddr::new(key.1, key.2);
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    let (ty, proto) = match key.0 {
+        Transport::Tcp => (Type::STREAM, Protocol::TCP),
+        Transport::Udp => (Type::DGRAM, Protocol::UDP),
+    };
+    let socket = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     if addr.is_ipv6() {
@@ -28,6 +33,12 @@ pub(crate) fn bind(key: BindKey) -> std::io::Result<TcpListener> {
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// Binds this worker's listening socket for `key`.
+pub(crate) fn bind(key: BindKey) -> std::io::Result<TcpListener> {
+    let socket = reuseport_socket(key)?;
     socket.listen(BACKLOG)?;
     TcpListener::from_std(socket.into())
 }

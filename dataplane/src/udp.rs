@@ -13,10 +13,10 @@
 
 use crate::stop::Stop;
 use crate::worker::{BindKey, SeriesRef, Worker};
+use monoio::buf::IoBuf;
 use monoio::net::udp::UdpSocket;
 use shardgate_core::route::pick_weighted;
 use shardgate_core::{BackendTarget, Transport};
-use socket2::{Domain, Protocol, Socket, Type};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -28,16 +28,7 @@ const MAX_DATAGRAM: usize = 64 * 1024;
 
 /// Binds this worker's UDP socket for `key`.
 pub(crate) fn bind(key: BindKey) -> std::io::Result<UdpSocket> {
-    let addr = SocketAddr::new(key.1, key.2);
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    UdpSocket::from_std(crate::listener::reuseport_socket(key)?.into())
 }
 
 struct Session {
@@ -78,8 +69,9 @@ pub(crate) async fn serve(worker: Rc<Worker>, socket: UdpSocket, key: BindKey, s
             },
         };
         activity.set(Instant::now());
-        let datagram = buf[..n].to_vec();
-        let (r, _) = upstream.send(datagram).await;
+        // The receive buffer itself goes out and comes back: no copy.
+        let (r, slice) = upstream.send(buf.slice(..n)).await;
+        buf = slice.into_inner();
         if let Err(e) = r {
             tracing::debug!(worker = worker.id, %client, error = %e, "udp send upstream failed");
         }
@@ -191,8 +183,8 @@ async fn relay_replies(
             continue;
         };
         activity.set(Instant::now());
-        let (r, b) = listening.send_to(buf[..n].to_vec(), client).await;
-        drop(b);
+        let (r, slice) = listening.send_to(buf.slice(..n), client).await;
+        buf = slice.into_inner();
         match r {
             Ok(sent) => worker.metrics().bytes_sent.add(sent as u64),
             Err(e) => tracing::debug!(%client, error = %e, "udp reply failed"),
