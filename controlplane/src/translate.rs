@@ -189,7 +189,6 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
             status.routes.push(s);
         }
     }
-    resolver.set_kind("GRPCRoute");
     for ((ns, name), route) in &store.grpc_routes {
         if let Some(s) = grpc::attach(
             ns,
@@ -203,7 +202,6 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
             status.routes.push(s);
         }
     }
-    resolver.set_kind("HTTPRoute");
     for route in l4::routes(store) {
         let mut resolved = resolved_condition();
         let rules = l4::compile(&route, &mut resolver, &mut resolved);
@@ -643,6 +641,7 @@ fn compile_rule(
         })
     });
     let backends = resolver.resolve_http(
+        kind,
         ns,
         rule.backend_refs.as_deref().unwrap_or(&[]),
         prefix_match,
@@ -670,7 +669,7 @@ fn compile_rule(
         }),
     };
     let rule_filters = match &rule.filters {
-        Some(f) => filters::compile(f, ns, prefix_match, resolver, resolved_refs)?,
+        Some(f) => filters::compile(f, kind, ns, prefix_match, resolver, resolved_refs)?,
         None => Filters::default(),
     };
     matches

@@ -43,9 +43,6 @@ pub(super) struct BackendResolver<'s> {
     store: &'s Store,
     index: BTreeMap<(String, String, u16, bool), u32>,
     backends: Vec<Backend>,
-    /// The kind of route being resolved: the `from` of ReferenceGrants, and
-    /// for GRPCRoute, HTTP/2 to the backend whatever its appProtocol.
-    kind: &'static str,
 }
 
 impl<'s> BackendResolver<'s> {
@@ -54,13 +51,7 @@ impl<'s> BackendResolver<'s> {
             store,
             index: BTreeMap::new(),
             backends: Vec::new(),
-            kind: "HTTPRoute",
         }
-    }
-
-    /// Resolves the references of `kind` routes from now on.
-    pub(super) fn set_kind(&mut self, kind: &'static str) {
-        self.kind = kind;
     }
 
     pub(super) fn into_backends(self) -> Vec<Backend> {
@@ -70,8 +61,11 @@ impl<'s> BackendResolver<'s> {
     /// Resolves an HTTPRoute rule's backendRefs. The first failure becomes the
     /// route's ResolvedRefs=False condition; invalid refs keep their weight
     /// and answer 500, so valid siblings keep serving their share.
+    /// `route_kind` (HTTPRoute or GRPCRoute) is the `from` of ReferenceGrants,
+    /// and a GRPCRoute's backends are spoken to over HTTP/2.
     pub(super) fn resolve_http(
         &mut self,
+        route_kind: &str,
         route_ns: &str,
         refs: &[HttpRouteRulesBackendRefs],
         prefix_match: bool,
@@ -80,7 +74,14 @@ impl<'s> BackendResolver<'s> {
         refs.iter()
             .map(|r| {
                 let filters = match &r.filters {
-                    Some(f) => super::filters::compile(f, route_ns, prefix_match, self, resolved)?,
+                    Some(f) => super::filters::compile(
+                        f,
+                        route_kind,
+                        route_ns,
+                        prefix_match,
+                        self,
+                        resolved,
+                    )?,
                     None => Filters::default(),
                 };
                 let spec = BackendSpec {
@@ -91,7 +92,7 @@ impl<'s> BackendResolver<'s> {
                     port: r.port,
                     weight: r.weight,
                 };
-                Ok(self.weighted(route_ns, self.kind, &spec, filters, resolved))
+                Ok(self.weighted(route_ns, route_kind, &spec, filters, resolved))
             })
             .collect()
     }
@@ -148,6 +149,7 @@ impl<'s> BackendResolver<'s> {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn resolve_mirror(
         &mut self,
+        route_kind: &str,
         route_ns: &str,
         group: &str,
         kind: &str,
@@ -156,7 +158,7 @@ impl<'s> BackendResolver<'s> {
         port: Option<i32>,
         resolved: &mut Condition,
     ) -> Option<u32> {
-        let found = self.resolve_ref(route_ns, self.kind, group, kind, namespace, name, port);
+        let found = self.resolve_ref(route_ns, route_kind, group, kind, namespace, name, port);
         note_failure(found, resolved)
     }
 

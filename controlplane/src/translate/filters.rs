@@ -100,6 +100,7 @@ struct RawFraction {
 /// unsupported filters are an `UnsupportedValue` message.
 pub(super) fn compile<T: Serialize>(
     filters: &[T],
+    route_kind: &str,
     route_ns: &str,
     prefix_match: bool,
     resolver: &mut BackendResolver<'_>,
@@ -169,6 +170,7 @@ pub(super) fn compile<T: Serialize>(
                 }
                 let b = m.backend_ref;
                 if let Some(backend) = resolver.resolve_mirror(
+                    route_kind,
                     route_ns,
                     b.group.as_deref().unwrap_or(""),
                     b.kind.as_deref().unwrap_or("Service"),
