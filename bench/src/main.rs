@@ -350,43 +350,64 @@ fn measure(
         return measure_h2(a, &group, kind, listen);
     }
     contenders::wait_ready(listen, s.path, Duration::from_secs(15))?;
-    let mut cmd = std::process::Command::new("taskset");
-    cmd.arg("-c")
-        .arg(&a.load_cores)
-        .arg(me)
-        .arg("load")
-        .args(["--addr", &listen.to_string(), "--path", s.path])
-        .args(["--connections", &a.connections.to_string()])
-        .args(["--threads", &cores_in(&a.load_cores).to_string()])
-        .args(["--seconds", &a.seconds.to_string()]);
-    if s.new_connection {
-        cmd.arg("--new-connection");
-    }
-    // Warm up separately so the CPU accounting covers the measured window.
-    let mut warm = std::process::Command::new("taskset");
-    warm.arg("-c")
-        .arg(&a.load_cores)
-        .arg(me)
-        .arg("load")
-        .args(["--addr", &listen.to_string(), "--path", s.path])
-        .args(["--connections", &a.connections.to_string()])
-        .args(["--seconds", &a.warmup.to_string()]);
-    if s.new_connection {
-        warm.arg("--new-connection");
-    }
-    let w = warm.output()?;
-    if !w.status.success() {
-        bail!("warm-up failed: {}", String::from_utf8_lossy(&w.stderr));
-    }
+    measured_load(
+        a,
+        me,
+        &group,
+        kind,
+        listen,
+        "bench",
+        s.path,
+        s.new_connection,
+    )
+}
+
+/// Warms up (not measured), then runs the load generator pinned to the load
+/// cores, with the contender's CPU time read around the measured window.
+#[allow(clippy::too_many_arguments)]
+fn measured_load(
+    a: &RunArgs,
+    me: &std::path::Path,
+    group: &contenders::Group,
+    kind: Kind,
+    listen: SocketAddr,
+    host: &str,
+    path: &str,
+    new_connection: bool,
+) -> anyhow::Result<Sample> {
+    let run = |seconds: u64| -> anyhow::Result<std::process::Output> {
+        let mut cmd = std::process::Command::new("taskset");
+        cmd.arg("-c")
+            .arg(&a.load_cores)
+            .arg(me)
+            .arg("load")
+            .args([
+                "--addr",
+                &listen.to_string(),
+                "--host",
+                host,
+                "--path",
+                path,
+            ])
+            .args(["--connections", &a.connections.to_string()])
+            .args(["--threads", &cores_in(&a.load_cores).to_string()])
+            .args(["--seconds", &seconds.to_string()]);
+        if new_connection {
+            cmd.arg("--new-connection");
+        }
+        let out = cmd.output()?;
+        if !out.status.success() {
+            bail!(
+                "load generator failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(out)
+    };
+    run(a.warmup)?;
     let cpu_before = group.cpu_seconds();
-    let out = cmd.output()?;
+    let out = run(a.seconds)?;
     let cpu = group.cpu_seconds() - cpu_before;
-    if !out.status.success() {
-        bail!(
-            "load generator failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
     let load: LoadResult = serde_json::from_slice(&out.stdout)
         .with_context(|| String::from_utf8_lossy(&out.stdout).into_owned())?;
     Ok(Sample {
@@ -433,37 +454,11 @@ fn route_scale(
     )?;
     let host = contenders::route_host(routes - 1);
     contenders::wait_ready_host(listen, &host, "/", Duration::from_secs(120))?;
-    let load = |seconds: u64| -> anyhow::Result<std::process::Output> {
-        Ok(std::process::Command::new("taskset")
-            .arg("-c")
-            .arg(&a.load_cores)
-            .arg(me)
-            .arg("load")
-            .args(["--addr", &listen.to_string(), "--host", &host])
-            .args(["--connections", &a.connections.to_string()])
-            .args(["--seconds", &seconds.to_string()])
-            .output()?)
-    };
-    load(a.warmup)?;
-    let cpu_before = group.cpu_seconds();
-    let out = load(a.seconds)?;
-    let cpu = group.cpu_seconds() - cpu_before;
-    if !out.status.success() {
-        bail!(
-            "load generator failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let result: LoadResult = serde_json::from_slice(&out.stdout)?;
+    let sample = measured_load(a, me, &group, Kind::Shardgate, listen, &host, "/", false)?;
     Ok(ScaleRow {
         routes,
         publication_ms: contenders::last_publication_ms(work).unwrap_or(f64::NAN),
-        sample: Sample {
-            contender: Kind::Shardgate,
-            load: result,
-            cpu_seconds: cpu,
-            peak_rss_mib: group.peak_rss_mib(),
-        },
+        sample,
     })
 }
 
