@@ -9,7 +9,7 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
 };
-use shardgate_core::admin_http::{self, PROMETHEUS, TEXT};
+use shardgate_core::admin_http::{self, JSON, PROMETHEUS, TEXT};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -28,8 +28,73 @@ pub struct Metrics {
     pub generation: IntGauge,
     /// Status file writes.
     pub status_writes: IntCounter,
-    /// Errors by kind (`config`, `publish`, `status`).
+    /// Errors by kind (`config`, `publish`, `status`, `status_conflict`).
     pub errors: IntCounterVec,
+    /// 1 while this controlplane holds the leader Lease (kube mode).
+    pub leader: IntGauge,
+    /// 1 while the Kubernetes API answers (kube mode).
+    pub api_reachable: IntGauge,
+    /// Failed lists and watches, by kind (kube mode).
+    pub watch_errors: IntCounterVec,
+    /// What `/readyz` and `/status` report.
+    pub health: Health,
+}
+
+/// The controlplane's state as `/readyz` and `/status` tell it.
+#[derive(Default)]
+pub struct Health {
+    state: std::sync::Mutex<HealthState>,
+}
+
+/// A copy of [`Health`]'s state.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct HealthState {
+    /// `file` or `kube`.
+    pub mode: &'static str,
+    /// A snapshot was published by this process.
+    pub published: bool,
+    /// Generation in force.
+    pub generation: u64,
+    /// Kube mode: whether the API answers.
+    pub api_reachable: bool,
+    /// Kube mode: Unix seconds since when the API has not answered.
+    pub api_unreachable_since: Option<u64>,
+    /// Kube mode: the last API error.
+    pub last_api_error: Option<String>,
+    /// Kube mode: kinds (or `Secret/<namespace>`) not listed yet.
+    pub unsynced: Vec<String>,
+    /// Kube mode: whether this process holds the Lease.
+    pub leader: bool,
+}
+
+impl Health {
+    /// Changes the state.
+    pub fn update(&self, f: impl FnOnce(&mut HealthState)) {
+        f(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// A copy of the state.
+    pub fn get(&self) -> HealthState {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Records whether the API answered; `error` says why not.
+    pub fn api(&self, reachable: bool, error: Option<String>) {
+        self.update(|h| {
+            if reachable {
+                h.api_unreachable_since = None;
+            } else if h.api_unreachable_since.is_none() {
+                h.api_unreachable_since = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()
+                    .map(|d| d.as_secs());
+            }
+            h.api_reachable = reachable;
+            if error.is_some() {
+                h.last_api_error = error;
+            }
+        });
+    }
 }
 
 impl Metrics {
@@ -79,6 +144,24 @@ impl Metrics {
             &["kind"],
         )
         .expect("valid metric");
+        let leader = IntGauge::new(
+            "shardgate_controlplane_leader",
+            "1 while this controlplane holds the leader Lease and writes status.",
+        )
+        .expect("valid metric");
+        let api_reachable = IntGauge::new(
+            "shardgate_controlplane_api_reachable",
+            "1 while the Kubernetes API answers; 0 while the last snapshot is served without it.",
+        )
+        .expect("valid metric");
+        let watch_errors = IntCounterVec::new(
+            Opts::new(
+                "shardgate_controlplane_watch_errors_total",
+                "Failed lists and watches of the Kubernetes API, by kind.",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(objects.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(translation_seconds.clone()),
@@ -87,10 +170,13 @@ impl Metrics {
             Box::new(generation.clone()),
             Box::new(status_writes.clone()),
             Box::new(errors.clone()),
+            Box::new(leader.clone()),
+            Box::new(api_reachable.clone()),
+            Box::new(watch_errors.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
-        for kind in ["config", "publish", "status"] {
+        for kind in ["config", "publish", "status", "status_conflict"] {
             errors.with_label_values(&[kind]);
         }
         Self {
@@ -102,6 +188,10 @@ impl Metrics {
             generation,
             status_writes,
             errors,
+            leader,
+            api_reachable,
+            watch_errors,
+            health: Health::default(),
         }
     }
 
@@ -121,11 +211,33 @@ impl Default for Metrics {
     }
 }
 
-/// Serves `/metrics` and `/healthz` on `addr` from a background thread.
+/// Serves on `addr`, from a background thread: `/metrics`; `/healthz` (the
+/// process runs); `/readyz` (200 once this process published a snapshot,
+/// else 503 saying what it waits for); `/status` (JSON: mode, generation,
+/// API reachability, unsynced kinds, leadership).
 pub fn spawn(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
     admin_http::serve(addr, "shardgate-cp-admin", move |path| match path {
         "/metrics" => (200, PROMETHEUS, metrics.render()),
         "/healthz" => (200, TEXT, "ok\n".to_owned()),
+        "/readyz" => {
+            let h = metrics.health.get();
+            if h.published {
+                (200, TEXT, "ready\n".to_owned())
+            } else if h.unsynced.is_empty() {
+                (503, TEXT, "no snapshot published yet\n".to_owned())
+            } else {
+                (
+                    503,
+                    TEXT,
+                    format!("waiting for the first list of: {}\n", h.unsynced.join(", ")),
+                )
+            }
+        }
+        "/status" => (
+            200,
+            JSON,
+            serde_json::to_string_pretty(&metrics.health.get()).unwrap_or_default() + "\n",
+        ),
         _ => (404, TEXT, "not found\n".to_owned()),
     })
 }

@@ -8,15 +8,20 @@
 //! path and holds no per-request state.
 //!
 //! ```text
-//!  provider::file ─▶ Store ─▶ translate ─▶ (Snapshot, Status)
-//!                                             │          └─▶ status file
+//!  provider::file ─┐                          ┌─▶ status file (standalone)
+//!  provider::kube ─┴▶ Store ─▶ translate ─▶ (Snapshot, Status)
+//!                                             │          └─▶ status_sync ─▶ /status patches (Lease holder)
 //!                                             └─▶ Publisher ─▶ shm segment ─▶ dataplane
 //! ```
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod cluster;
+pub mod cycle;
+pub mod leader;
 pub mod provider;
 pub mod publisher;
 pub mod status;
+pub mod status_sync;
 pub mod store;
 pub mod translate;

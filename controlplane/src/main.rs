@@ -1,29 +1,67 @@
-//! `shardgate-controlplane`: watches a configuration directory, translates it
-//! and publishes snapshots into the shared-memory segment.
+//! `shardgate-controlplane`: watches a configuration directory (standalone
+//! mode) or the Kubernetes API (`--kube`), translates what it finds and
+//! publishes snapshots into the shared-memory segment.
 #![forbid(unsafe_code)]
 
 use anyhow::Context;
 use clap::Parser;
 use shardgate_controlplane::admin::{self, Metrics};
+use shardgate_controlplane::cluster::{self, KubeSettings};
+use shardgate_controlplane::cycle::Cycle;
+use shardgate_controlplane::leader::LeaseConfig;
 use shardgate_controlplane::provider::file::{ConfigDir, ConfigError};
-use shardgate_controlplane::publisher::{Published, Publisher};
+use shardgate_controlplane::publisher::Publisher;
 use shardgate_controlplane::status::{now_rfc3339, to_yaml_stream, StatusBook};
-use shardgate_controlplane::translate::{translate, Options};
+use shardgate_controlplane::translate::Options;
 use shardgate_core::logging::{self, LogFormat};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Shardgate control plane (standalone mode: a directory of YAML).
+/// Shardgate control plane: standalone mode (`--config-dir`, a directory of
+/// YAML) or Kubernetes mode (`--kube`).
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
     /// Directory of *.yaml / *.yml files holding Gateway API objects.
+    #[arg(long, required_unless_present = "kube", conflicts_with = "kube")]
+    config_dir: Option<PathBuf>,
+    /// Watch the Kubernetes API instead of a directory.
     #[arg(long)]
-    config_dir: PathBuf,
+    kube: bool,
+    /// Kubeconfig for `--kube` (default: the in-cluster service account).
+    #[arg(long, requires = "kube")]
+    kubeconfig: Option<PathBuf>,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "shardgate-system")]
+    lease_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "shardgate-controlplane")]
+    lease_name: String,
+    /// This controlplane's identity in the Lease (default: $NODE_NAME,
+    /// $POD_NAME or the host name).
+    #[arg(long)]
+    identity: Option<String>,
+    /// Seconds a Lease stays valid without renewal.
+    #[arg(long, default_value_t = 15)]
+    lease_duration_secs: u64,
+    /// Seconds the leader keeps writing status without a successful renewal
+    /// (less than the lease duration).
+    #[arg(long, default_value_t = 10)]
+    renew_deadline_secs: u64,
+    /// Milliseconds between Lease acquire/renew attempts.
+    #[arg(long, default_value_t = 2000)]
+    lease_retry_ms: u64,
+    /// Status writes per second (kube mode), and the burst allowed.
+    #[arg(long, default_value_t = 20.0)]
+    status_qps: f64,
+    /// Status write burst (kube mode).
+    #[arg(long, default_value_t = 50)]
+    status_burst: u32,
     /// Shared-memory segment to publish into (e.g. /dev/shm/shardgate).
     #[arg(long)]
     shm: PathBuf,
@@ -60,30 +98,70 @@ fn main() {
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    if !args.config_dir.is_dir() {
-        anyhow::bail!(
-            "--config-dir {} is not a directory",
-            args.config_dir.display()
-        );
+    if let Some(dir) = &args.config_dir {
+        if !dir.is_dir() {
+            anyhow::bail!("--config-dir {} is not a directory", dir.display());
+        }
     }
-    let metrics = std::sync::Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::new());
     if let Some(addr) = args.admin {
-        let bound = admin::spawn(addr, std::sync::Arc::clone(&metrics))
+        let bound = admin::spawn(addr, Arc::clone(&metrics))
             .with_context(|| format!("cannot bind --admin {addr}"))?;
         tracing::info!(admin = %bound, "admin endpoint listening");
     }
-    let mut publisher = Publisher::open(&args.shm).context("cannot open the segment")?;
-    metrics.generation.set(publisher.generation() as i64);
+    let publisher = Publisher::open(&args.shm).context("cannot open the segment")?;
     tracing::info!(shm = %args.shm.display(), generation = publisher.generation(), "segment open");
-    let (tx, rx) = crossbeam_channel::unbounded::<()>();
-    let _watcher = watch(&args.config_dir, tx);
-    let mut dir = ConfigDir::new(&args.config_dir);
-    let mut book = StatusBook::default();
-    let mut reported: Vec<ConfigError> = Vec::new();
-    let mut last_status = String::new();
     let opts = Options {
         default_address: args.bind_address,
     };
+    let cycle = Cycle::new(publisher, Arc::clone(&metrics), opts);
+    match &args.config_dir {
+        Some(dir) => run_files(args, dir, cycle, &metrics),
+        None => cluster::run(kube_settings(args), cycle, metrics),
+    }
+}
+
+fn kube_settings(args: &Args) -> KubeSettings {
+    let identity = args
+        .identity
+        .clone()
+        .or_else(|| std::env::var("NODE_NAME").ok().filter(|s| !s.is_empty()))
+        .or_else(|| std::env::var("POD_NAME").ok().filter(|s| !s.is_empty()))
+        .or_else(|| hostname::get().ok().and_then(|h| h.into_string().ok()))
+        .unwrap_or_else(|| format!("shardgate-{}", std::process::id()));
+    KubeSettings {
+        kubeconfig: args.kubeconfig.clone(),
+        lease: LeaseConfig {
+            namespace: args.lease_namespace.clone(),
+            name: args.lease_name.clone(),
+            identity,
+            lease_duration: Duration::from_secs(args.lease_duration_secs),
+            renew_deadline: Duration::from_secs(args.renew_deadline_secs)
+                .min(Duration::from_secs(args.lease_duration_secs)),
+            retry_period: Duration::from_millis(args.lease_retry_ms),
+        },
+        status_qps: args.status_qps,
+        status_burst: args.status_burst,
+        coalesce: Duration::from_millis(args.coalesce_ms),
+        secret_sync_grace: Duration::from_secs(5),
+        probe_interval: Duration::from_secs(5),
+    }
+}
+
+/// Standalone mode: the directory is the configuration.
+fn run_files(
+    args: &Args,
+    config_dir: &Path,
+    mut cycle: Cycle,
+    metrics: &Metrics,
+) -> anyhow::Result<()> {
+    metrics.health.update(|h| h.mode = "file");
+    let (tx, rx) = crossbeam_channel::unbounded::<()>();
+    let _watcher = watch(config_dir, tx);
+    let mut dir = ConfigDir::new(config_dir);
+    let mut book = StatusBook::default();
+    let mut reported: Vec<ConfigError> = Vec::new();
+    let mut last_status = String::new();
     let mut first = true;
     loop {
         let scan = dir
@@ -96,34 +174,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         reported = scan.errors;
         if scan.changed || first {
             first = false;
-            let started = Instant::now();
-            let store = dir.store();
-            for (kind, n) in store.counts() {
-                metrics.objects.with_label_values(&[kind]).set(n as i64);
-            }
-            let t = translate(&store, &opts);
-            metrics
-                .translation_seconds
-                .observe(started.elapsed().as_secs_f64());
-            let published = publisher.publish(&t.snapshot).inspect_err(|_| {
-                metrics.errors.with_label_values(&["publish"]).inc();
-            })?;
-            if let Published::New { generation, bytes } = published {
-                metrics.snapshots_published.inc();
-                metrics.publication_bytes.set(bytes as i64);
-                metrics.generation.set(generation as i64);
-            }
-            match published {
-                Published::New { generation, bytes } => tracing::info!(
-                    generation,
-                    bytes,
-                    listeners = t.snapshot.listeners.len(),
-                    backends = t.snapshot.backends.len(),
-                    took_us = started.elapsed().as_micros() as u64,
-                    "snapshot published"
-                ),
-                Published::Unchanged => tracing::debug!("translation unchanged; not republished"),
-            }
+            let t = cycle.run(&dir.store())?;
             if let Some(path) = &args.status_file {
                 let docs = book.render(&t.status, &now_rfc3339());
                 let text = to_yaml_stream(&docs);

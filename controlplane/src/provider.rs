@@ -1,4 +1,5 @@
 //! Providers feed the [`crate::store::Store`]: `file` reads a directory of
-//! YAML (standalone mode); the Kubernetes provider arrives with kube mode.
+//! YAML (standalone mode); `kube` watches the Kubernetes API (cluster mode).
 
 pub mod file;
+pub mod kube;

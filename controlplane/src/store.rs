@@ -95,6 +95,80 @@ pub struct Store {
     pub secrets: BTreeMap<Key, Secret>,
 }
 
+/// Runs `$body` with `$map` bound to the store's map for `$kind` (a
+/// `KINDS` entry). Cluster-scoped kinds are keyed by name, the others by
+/// `(namespace, name)`.
+macro_rules! with_map {
+    ($store:expr, $kind:expr, |$map:ident, $key:ident| $body:expr) => {
+        match $kind {
+            "GatewayClass" => {
+                let $map = &mut $store.gateway_classes;
+                let $key = |k: Key| k.1;
+                $body
+            }
+            "Namespace" => {
+                let $map = &mut $store.namespaces;
+                let $key = |k: Key| k.1;
+                $body
+            }
+            "Gateway" => with_map!(@ns $store.gateways, $map, $key, $body),
+            "HTTPRoute" => with_map!(@ns $store.http_routes, $map, $key, $body),
+            "GRPCRoute" => with_map!(@ns $store.grpc_routes, $map, $key, $body),
+            "TLSRoute" => with_map!(@ns $store.tls_routes, $map, $key, $body),
+            "TCPRoute" => with_map!(@ns $store.tcp_routes, $map, $key, $body),
+            "UDPRoute" => with_map!(@ns $store.udp_routes, $map, $key, $body),
+            "ReferenceGrant" => with_map!(@ns $store.reference_grants, $map, $key, $body),
+            "Service" => with_map!(@ns $store.services, $map, $key, $body),
+            "EndpointSlice" => with_map!(@ns $store.endpoint_slices, $map, $key, $body),
+            "Secret" => with_map!(@ns $store.secrets, $map, $key, $body),
+            _ => {}
+        }
+    };
+    (@ns $field:expr, $map:ident, $key:ident, $body:expr) => {{
+        let $map = &mut $field;
+        let $key = |k: Key| k;
+        $body
+    }};
+}
+
+impl Object {
+    /// The object's Kubernetes `kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Object::GatewayClass(_) => "GatewayClass",
+            Object::Gateway(_) => "Gateway",
+            Object::HttpRoute(_) => "HTTPRoute",
+            Object::GrpcRoute(_) => "GRPCRoute",
+            Object::TlsRoute(_) => "TLSRoute",
+            Object::TcpRoute(_) => "TCPRoute",
+            Object::UdpRoute(_) => "UDPRoute",
+            Object::ReferenceGrant(_) => "ReferenceGrant",
+            Object::Namespace(_) => "Namespace",
+            Object::Service(_) => "Service",
+            Object::EndpointSlice(_) => "EndpointSlice",
+            Object::Secret(_) => "Secret",
+        }
+    }
+
+    /// The object's metadata.
+    pub fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        match self {
+            Object::GatewayClass(o) => &o.metadata,
+            Object::Gateway(o) => &o.metadata,
+            Object::HttpRoute(o) => &o.metadata,
+            Object::GrpcRoute(o) => &o.metadata,
+            Object::TlsRoute(o) => &o.metadata,
+            Object::TcpRoute(o) => &o.metadata,
+            Object::UdpRoute(o) => &o.metadata,
+            Object::ReferenceGrant(o) => &o.metadata,
+            Object::Namespace(o) => &o.metadata,
+            Object::Service(o) => &o.metadata,
+            Object::EndpointSlice(o) => &o.metadata,
+            Object::Secret(o) => &o.metadata,
+        }
+    }
+}
+
 fn key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Key {
     (
         meta.namespace
@@ -148,6 +222,89 @@ impl Store {
                 self.secrets.insert(key(&o.metadata), o);
             }
         }
+    }
+
+    /// The stored object with `like`'s kind, namespace and name.
+    pub fn get(&self, like: &Object) -> Option<Object> {
+        let k = key(like.meta());
+        match like {
+            Object::GatewayClass(_) => self
+                .gateway_classes
+                .get(&k.1)
+                .cloned()
+                .map(Object::GatewayClass),
+            Object::Namespace(_) => self.namespaces.get(&k.1).cloned().map(Object::Namespace),
+            Object::Gateway(_) => self.gateways.get(&k).cloned().map(Object::Gateway),
+            Object::HttpRoute(_) => self.http_routes.get(&k).cloned().map(Object::HttpRoute),
+            Object::GrpcRoute(_) => self.grpc_routes.get(&k).cloned().map(Object::GrpcRoute),
+            Object::TlsRoute(_) => self.tls_routes.get(&k).cloned().map(Object::TlsRoute),
+            Object::TcpRoute(_) => self.tcp_routes.get(&k).cloned().map(Object::TcpRoute),
+            Object::UdpRoute(_) => self.udp_routes.get(&k).cloned().map(Object::UdpRoute),
+            Object::ReferenceGrant(_) => self
+                .reference_grants
+                .get(&k)
+                .cloned()
+                .map(Object::ReferenceGrant),
+            Object::Service(_) => self.services.get(&k).cloned().map(Object::Service),
+            Object::EndpointSlice(_) => self
+                .endpoint_slices
+                .get(&k)
+                .cloned()
+                .map(Object::EndpointSlice),
+            Object::Secret(_) => self.secrets.get(&k).cloned().map(Object::Secret),
+        }
+    }
+
+    /// Removes an object (by kind, namespace and name), if present.
+    pub fn remove(&mut self, object: &Object) {
+        let k = key(object.meta());
+        with_map!(self, object.kind(), |map, to_key| {
+            map.remove(&to_key(k));
+        });
+    }
+
+    /// Replaces every object of `kind` (only those in `namespace`, when
+    /// given) with `objects`: what a completed (re-)list of a watch means.
+    pub fn replace_kind(&mut self, kind: &str, namespace: Option<&str>, objects: Vec<Object>) {
+        with_map!(self, kind, |map, _to_key| {
+            match namespace {
+                Some(ns) => map.retain(|_, o| o.metadata.namespace.as_deref() != Some(ns)),
+                None => map.clear(),
+            }
+        });
+        for o in objects {
+            self.insert(o);
+        }
+    }
+
+    /// Namespaces holding Secrets that listeners of our Gateways refer to
+    /// (whether or not a ReferenceGrant allows it: translation decides).
+    pub fn referenced_secret_namespaces(
+        &self,
+        controller: &str,
+    ) -> std::collections::BTreeSet<String> {
+        let ours = |class: &str| {
+            self.gateway_classes
+                .get(class)
+                .is_some_and(|c| c.spec.controller_name == controller)
+        };
+        let mut out = std::collections::BTreeSet::new();
+        for ((ns, _), g) in &self.gateways {
+            if !ours(&g.spec.gateway_class_name) {
+                continue;
+            }
+            for l in &g.spec.listeners {
+                let refs = l.tls.as_ref().and_then(|t| t.certificate_refs.as_deref());
+                for r in refs.unwrap_or(&[]) {
+                    let core_secret = r.group.as_deref().unwrap_or("").is_empty()
+                        && r.kind.as_deref().unwrap_or("Secret") == "Secret";
+                    if core_secret {
+                        out.insert(r.namespace.clone().unwrap_or_else(|| ns.clone()));
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Labels of a namespace, including the `kubernetes.io/metadata.name`

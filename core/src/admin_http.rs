@@ -9,6 +9,8 @@ pub type Answer = (u16, &'static str, String);
 
 /// Plain-text content type.
 pub const TEXT: &str = "text/plain; charset=utf-8";
+/// JSON content type.
+pub const JSON: &str = "application/json";
 /// The Prometheus text exposition content type.
 pub const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
 

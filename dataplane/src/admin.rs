@@ -7,7 +7,7 @@
 use crate::metrics;
 use crate::shared::Shared;
 use serde_json::json;
-use shardgate_core::admin_http::{self, Answer, PROMETHEUS, TEXT};
+use shardgate_core::admin_http::{self, Answer, JSON, PROMETHEUS, TEXT};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -26,7 +26,7 @@ fn answer(path: &str, shared: &Shared) -> Answer {
             TEXT,
             "not ready: no valid snapshot on every worker\n".into(),
         ),
-        "/snapshot" => (200, "application/json", snapshot_json(shared).to_string()),
+        "/snapshot" => (200, JSON, snapshot_json(shared).to_string()),
         "/metrics" => (200, PROMETHEUS, metrics::render(shared)),
         _ => (404, TEXT, "not found\n".into()),
     }

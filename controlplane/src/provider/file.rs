@@ -240,20 +240,7 @@ fn relocate(message: &str, first_line: usize) -> String {
 }
 
 fn check_name(object: &Object) -> Result<(), &'static str> {
-    let meta = match object {
-        Object::GatewayClass(o) => &o.metadata,
-        Object::Gateway(o) => &o.metadata,
-        Object::HttpRoute(o) => &o.metadata,
-        Object::GrpcRoute(o) => &o.metadata,
-        Object::TlsRoute(o) => &o.metadata,
-        Object::TcpRoute(o) => &o.metadata,
-        Object::UdpRoute(o) => &o.metadata,
-        Object::ReferenceGrant(o) => &o.metadata,
-        Object::Namespace(o) => &o.metadata,
-        Object::Service(o) => &o.metadata,
-        Object::EndpointSlice(o) => &o.metadata,
-        Object::Secret(o) => &o.metadata,
-    };
+    let meta = object.meta();
     match meta.name.as_deref() {
         Some(n) if !n.is_empty() => Ok(()),
         _ => Err("metadata.name is required"),
