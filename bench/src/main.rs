@@ -3,9 +3,11 @@
 //! interleaved (A B C A B C …), medians and min–max reported as ratios.
 //!
 //! ```text
-//!  shardgate-bench run [--quick] [--scenarios 1,2,5] [--runs 3] [--seconds 10]
-//!                      [--proxy-cores 1] [--load-cores 0] [--backend-cores 0] [--out DIR]
-//!  shardgate-bench load --addr IP:PORT [--connections 64] [--seconds 10] [--rate R] [--new-connection]
+//!  shardgate-bench run [--quick] [--scenarios 1,2,3,4,5,6,7,9] [--runs 3] [--seconds 10]
+//!                      [--churn-seconds 30] [--proxy-cores 1] [--load-cores 0]
+//!                      [--backend-cores 0] [--out DIR]
+//!  shardgate-bench load --addr IP:PORT [--connections 64] [--seconds 10] [--rate R]
+//!                       [--new-connection] [--tls-cert PEM [--sni NAME] [--resume]]
 //! ```
 //!
 //! `run` starts the backend (nginx, 13-byte and 1 MiB answers), then per
@@ -22,11 +24,12 @@ mod report;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use contenders::{Bins, Kind};
-use load::{LoadResult, LoadSpec};
+use contenders::{Bins, Kind, Setup, TlsFiles};
+use load::{LoadResult, LoadSpec, TlsSpec};
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 #[command(version, about = "Shardgate's benchmark harness (see bench/README.md)")]
@@ -49,9 +52,10 @@ struct RunArgs {
     #[arg(long)]
     quick: bool,
     /// Scenarios to run (1: keep-alive small response, 2: new connection
-    /// per request, 5: 1 MiB responses, 6: route-table scale (Shardgate
-    /// only), 9: HTTP/2 keep-alive).
-    #[arg(long, value_delimiter = ',', default_values_t = [1u8, 2, 5, 6, 9])]
+    /// per request, 3: HTTPS keep-alive, 4: TLS handshakes, full and
+    /// resumed, 5: 1 MiB responses, 6: route-table scale, 7: configuration
+    /// churn, 9: HTTP/2 keep-alive).
+    #[arg(long, value_delimiter = ',', default_values_t = [1u8, 2, 3, 4, 5, 6, 7, 9])]
     scenarios: Vec<u8>,
     /// Contenders, in run order.
     #[arg(long, value_delimiter = ',', default_values = ["shardgate", "nginx", "haproxy"])]
@@ -65,6 +69,10 @@ struct RunArgs {
     /// Warm-up seconds before each measured window.
     #[arg(long, default_value_t = 2)]
     warmup: u64,
+    /// Measured seconds of a configuration-churn run (scenario 7), ten
+    /// configuration changes per second.
+    #[arg(long, default_value_t = 30)]
+    churn_seconds: u64,
     /// Client connections.
     #[arg(long, default_value_t = 64)]
     connections: usize,
@@ -85,6 +93,14 @@ struct RunArgs {
     /// beside this binary).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// Leave the working directory (configurations, certificates, every
+    /// contender's log) in place instead of removing it.
+    #[arg(long)]
+    keep_work: bool,
+    /// Extra arguments for shardgate-dataplane, whitespace-separated
+    /// (e.g. `--dataplane-args="--poll-ms 1"`).
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    dataplane_args: String,
 }
 
 #[derive(clap::Args)]
@@ -116,6 +132,19 @@ struct LoadArgs {
     /// A new connection per request.
     #[arg(long)]
     new_connection: bool,
+    /// HTTPS: the certificate (PEM) the server must present (pinned; TLS
+    /// 1.3, TLS_AES_128_GCM_SHA256, X25519).
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// HTTPS: the server name (SNI).
+    #[arg(long, default_value = contenders::TLS_NAME)]
+    sni: String,
+    /// HTTPS: keep a session cache and resume (TLS 1.3 tickets).
+    #[arg(long)]
+    resume: bool,
+    /// Successes and errors per interval of this many ms (0: none).
+    #[arg(long, default_value_t = 0)]
+    timeline_ms: u64,
 }
 
 /// One scenario's load shape.
@@ -123,42 +152,84 @@ struct LoadArgs {
 pub struct Scenario {
     /// Number (as in the benchmark issue).
     pub id: u8,
+    /// Its name in headings and file names (`4a` and `4b` share id 4).
+    pub tag: &'static str,
     /// Title.
     pub title: &'static str,
     path: &'static str,
-    new_connection: bool,
+    /// A new connection per request.
+    pub new_connection: bool,
     /// Cleartext HTTP/2 (prior knowledge), loaded with h2load (Debian nghttp2-client).
     h2: bool,
+    /// HTTPS (TLS 1.3 termination, plain HTTP/1.1 to the backend).
+    pub tls: bool,
+    /// TLS session resumption (client session cache).
+    resume: bool,
 }
+
+/// What the scenarios below do unless they say otherwise.
+const PLAIN: Scenario = Scenario {
+    id: 0,
+    tag: "",
+    title: "",
+    path: "/",
+    new_connection: false,
+    h2: false,
+    tls: false,
+    resume: false,
+};
 
 const SCENARIOS: &[Scenario] = &[
     Scenario {
         id: 1,
+        tag: "1",
         title: "HTTP/1.1 keep-alive, 13-byte response",
-        path: "/",
-        new_connection: false,
-        h2: false,
+        ..PLAIN
     },
     Scenario {
         id: 2,
+        tag: "2",
         title: "new connection per request",
-        path: "/",
         new_connection: true,
-        h2: false,
+        ..PLAIN
+    },
+    Scenario {
+        id: 3,
+        tag: "3",
+        title: "HTTPS keep-alive (TLS 1.3, ECDSA P-256, AES-128-GCM), 13-byte response",
+        tls: true,
+        ..PLAIN
+    },
+    Scenario {
+        id: 4,
+        tag: "4a",
+        title: "TLS full handshakes: a new TLS 1.3 connection per request, no resumption",
+        new_connection: true,
+        tls: true,
+        ..PLAIN
+    },
+    Scenario {
+        id: 4,
+        tag: "4b",
+        title: "TLS resumed handshakes: a new TLS 1.3 connection per request, session tickets",
+        new_connection: true,
+        tls: true,
+        resume: true,
+        ..PLAIN
     },
     Scenario {
         id: 5,
+        tag: "5",
         title: "HTTP/1.1 keep-alive, 1 MiB response",
         path: "/1m",
-        new_connection: false,
-        h2: false,
+        ..PLAIN
     },
     Scenario {
         id: 9,
+        tag: "9",
         title: "HTTP/2 keep-alive (h2c, 10 streams per connection), 13-byte response",
-        path: "/",
-        new_connection: false,
         h2: true,
+        ..PLAIN
     },
 ];
 
@@ -195,6 +266,20 @@ fn main() -> anyhow::Result<()> {
                 warmup: Duration::from_secs(a.warmup),
                 rate: a.rate,
                 new_connection: a.new_connection,
+                tls: match &a.tls_cert {
+                    Some(path) => {
+                        use rustls::pki_types::pem::PemObject;
+                        let cert = rustls::pki_types::CertificateDer::from_pem_file(path)
+                            .with_context(|| format!("reading {}", path.display()))?;
+                        Some(TlsSpec {
+                            server_name: a.sni,
+                            pinned: cert.to_vec(),
+                            resume: a.resume,
+                        })
+                    }
+                    None => None,
+                },
+                timeline_ms: a.timeline_ms,
             })?;
             println!("{}", serde_json::to_string(&r)?);
             Ok(())
@@ -212,6 +297,7 @@ fn run(mut a: RunArgs) -> anyhow::Result<()> {
         a.runs = 1;
         a.seconds = 2;
         a.warmup = 1;
+        a.churn_seconds = 5;
     }
     let contenders: Vec<Kind> = a
         .contenders
@@ -231,40 +317,79 @@ fn run(mut a: RunArgs) -> anyhow::Result<()> {
         .bin_dir
         .clone()
         .unwrap_or_else(|| me.parent().map(PathBuf::from).unwrap_or_default());
-    let bins = Bins { shardgate: bin_dir };
+    let bins = Bins {
+        shardgate: bin_dir,
+        dataplane_args: a
+            .dataplane_args
+            .split_whitespace()
+            .map(String::from)
+            .collect(),
+    };
     let workers = cores_in(&a.proxy_cores);
     let out = a.out.clone().unwrap_or_else(|| {
         PathBuf::from("bench/results").join(report::timestamp().replace(':', ""))
     });
     std::fs::create_dir_all(&out)?;
     let work = tempdir()?;
+    let result = run_in(&a, &contenders, &bins, &me, &work, workers, &out);
+    if a.keep_work {
+        eprintln!("working directory kept: {}", work.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    result
+}
+
+fn run_in(
+    a: &RunArgs,
+    contenders: &[Kind],
+    bins: &Bins,
+    me: &Path,
+    work: &Path,
+    workers: usize,
+    out: &Path,
+) -> anyhow::Result<()> {
     let backend_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let _backend = contenders::backend(
-        &work,
+        work,
         &a.backend_cores,
         backend_addr,
         cores_in(&a.backend_cores),
     )?;
     contenders::wait_ready(backend_addr, "/", Duration::from_secs(10)).context("backend")?;
+    let tls = TlsFiles::generate(work)?;
+    let env = Env {
+        a,
+        bins,
+        me,
+        work,
+        backend: backend_addr,
+        workers,
+        tls: &tls,
+    };
 
     let mut results: Vec<(Scenario, Vec<Sample>)> = Vec::new();
     for s in SCENARIOS.iter().filter(|s| a.scenarios.contains(&s.id)) {
         let mut samples = Vec::new();
         for run in 0..a.runs {
-            for &kind in &contenders {
-                let sample = measure(&a, &bins, &me, &work, kind, *s, backend_addr, workers)
-                    .with_context(|| {
-                        format!("scenario {} run {} {}", s.id, run + 1, kind.name())
-                    })?;
+            for &kind in contenders {
+                let sample = measure(&env, kind, *s).with_context(|| {
+                    format!("scenario {} run {} {}", s.tag, run + 1, kind.name())
+                })?;
                 eprintln!(
-                    "scenario {} run {} {:>9}: {:>9.0} req/s  {:>6.1} µs CPU/req  p99 {:>7} µs  errors {}",
-                    s.id,
+                    "scenario {:<2} run {} {:>9}: {:>9.0} req/s  {:>6.1} µs CPU/req  p99 {:>7} µs  errors {}{}",
+                    s.tag,
                     run + 1,
                     kind.name(),
                     sample.load.rps,
                     sample.cpu_us_per_request(),
                     sample.load.p99_us,
-                    sample.load.errors
+                    sample.load.errors,
+                    if s.tls && s.new_connection {
+                        format!("  resumed {}/{}", sample.load.resumed, sample.load.handshakes)
+                    } else {
+                        String::new()
+                    }
                 );
                 samples.push(sample);
             }
@@ -272,45 +397,93 @@ fn run(mut a: RunArgs) -> anyhow::Result<()> {
         results.push((*s, samples));
     }
     let mut scale = Vec::new();
-    if a.scenarios.contains(&6) && contenders.contains(&Kind::Shardgate) {
+    if a.scenarios.contains(&6) {
         let sizes: &[usize] = if a.quick {
             &[10, 1000]
         } else {
             &[10, 1000, 10_000, 100_000]
         };
         for &routes in sizes {
-            let row = route_scale(&a, &bins, &me, &work, backend_addr, workers, routes)
-                .with_context(|| format!("scenario 6 with {routes} routes"))?;
-            eprintln!(
-                "scenario 6 {routes:>6} routes: publication {:>8.1} ms  {:>9.0} req/s  {:>6.1} µs CPU/req  RSS {:.1} MiB  errors {}",
-                row.publication_ms,
-                row.sample.load.rps,
-                row.sample.cpu_us_per_request(),
-                row.sample.peak_rss_mib,
-                row.sample.load.errors
-            );
-            scale.push(row);
+            for &kind in contenders {
+                let row = route_scale(&env, kind, routes)
+                    .with_context(|| format!("scenario 6 with {routes} routes, {}", kind.name()))?;
+                eprintln!(
+                    "scenario 6 {routes:>6} routes {:>9}: ready {:>8.1} ms  {:>9.0} req/s  {:>6.1} µs CPU/req  PSS {:.1} MiB  errors {}",
+                    kind.name(),
+                    row.ready_ms,
+                    row.sample.load.rps,
+                    row.sample.cpu_us_per_request(),
+                    row.pss_mib,
+                    row.sample.load.errors
+                );
+                scale.push(row);
+            }
+        }
+    }
+    let mut churn = Vec::new();
+    if a.scenarios.contains(&7) {
+        for run in 0..a.runs {
+            for &kind in contenders {
+                let row = churn_run(&env, kind)
+                    .with_context(|| format!("scenario 7 run {} {}", run + 1, kind.name()))?;
+                eprintln!(
+                    "scenario 7  run {} {:>9}: {:>9.0} req/s  {:>6.1} µs CPU/req  changes {} applied {}  errors {} (retryable {}){}{}",
+                    run + 1,
+                    kind.name(),
+                    row.sample.load.rps,
+                    row.sample.cpu_us_per_request(),
+                    row.changes,
+                    row.applied.map_or_else(|| "n/a".into(), |n| n.to_string()),
+                    row.sample.load.errors,
+                    row.sample.load.retryable_errors,
+                    row.crashed
+                        .filter(|&n| n > 0)
+                        .map(|n| format!("  crashed workers {n}"))
+                        .unwrap_or_default(),
+                    row.delays
+                        .iter()
+                        .map(|d| format!(
+                            "  worker {}: {} applied, p50 {} µs p99 {} µs max {} µs",
+                            d.worker,
+                            d.delays_us.len(),
+                            report::percentile(&d.delays_us, 0.5),
+                            report::percentile(&d.delays_us, 0.99),
+                            d.delays_us.iter().max().copied().unwrap_or(0)
+                        ))
+                        .collect::<String>()
+                );
+                churn.push(row);
+            }
         }
     }
     let machine = report::machine();
     let mut md = report::markdown(
         &results,
-        &contenders,
+        contenders,
         &a.proxy_cores,
         a.runs,
         a.seconds,
         &machine,
     );
-    md.push_str(&report::route_scale(&scale));
+    md.push_str(&report::route_scale(&scale, contenders));
+    md.push_str(&report::churn(&churn, contenders, a.churn_seconds));
     std::fs::write(out.join("report.md"), &md)?;
     for (s, samples) in &results {
         std::fs::write(
-            out.join(format!("scenario-{}.svg", s.id)),
-            report::svg(s, samples, &contenders),
+            out.join(format!("scenario-{}.svg", s.tag)),
+            report::svg(s, samples, contenders),
+        )?;
+    }
+    if !churn.is_empty() {
+        std::fs::write(
+            out.join("scenario-7.svg"),
+            report::churn_svg(&churn, contenders),
         )?;
     }
     println!("{md}");
     eprintln!("report: {}", out.join("report.md").display());
+    // Failures during configuration churn are a result (the report counts
+    // them); anywhere else a failed request fails the run.
     let errors: u64 = results
         .iter()
         .flat_map(|(_, s)| s)
@@ -323,60 +496,84 @@ fn run(mut a: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn measure(
-    a: &RunArgs,
-    bins: &Bins,
-    me: &std::path::Path,
-    work: &std::path::Path,
-    kind: Kind,
-    s: Scenario,
+/// What every measurement needs.
+struct Env<'a> {
+    a: &'a RunArgs,
+    bins: &'a Bins,
+    me: &'a Path,
+    work: &'a Path,
     backend: SocketAddr,
     workers: usize,
-) -> anyhow::Result<Sample> {
-    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-    let group = contenders::start(
-        kind,
-        work,
-        bins,
-        &a.proxy_cores,
-        workers,
-        listen,
-        backend,
-        s.h2,
-        0,
-    )?;
-    if s.h2 {
-        return measure_h2(a, &group, kind, listen);
-    }
-    contenders::wait_ready(listen, s.path, Duration::from_secs(15))?;
-    measured_load(
-        a,
-        me,
-        &group,
-        kind,
-        listen,
-        "bench",
-        s.path,
-        s.new_connection,
-    )
+    tls: &'a TlsFiles,
 }
 
-/// Warms up (not measured), then runs the load generator pinned to the load
-/// cores, with the contender's CPU time read around the measured window.
-#[allow(clippy::too_many_arguments)]
-fn measured_load(
-    a: &RunArgs,
-    me: &std::path::Path,
-    group: &contenders::Group,
-    kind: Kind,
-    listen: SocketAddr,
-    host: &str,
-    path: &str,
+impl Env<'_> {
+    fn start(
+        &self,
+        kind: Kind,
+        listen: SocketAddr,
+        setup: &Setup<'_>,
+    ) -> anyhow::Result<contenders::Group> {
+        contenders::start(
+            kind,
+            self.work,
+            self.bins,
+            &self.a.proxy_cores,
+            self.workers,
+            listen,
+            self.backend,
+            setup,
+        )
+    }
+}
+
+fn measure(env: &Env<'_>, kind: Kind, s: Scenario) -> anyhow::Result<Sample> {
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let setup = Setup {
+        h2: s.h2,
+        tls: s.tls.then_some(env.tls),
+        ..Setup::default()
+    };
+    let group = env.start(kind, listen, &setup)?;
+    if s.h2 {
+        return measure_h2(env.a, &group, kind, listen);
+    }
+    let mut load = Load::new(s.path);
+    if s.tls {
+        contenders::wait_ready_tls(listen, env.tls, Duration::from_secs(15))?;
+        load.host = contenders::TLS_NAME.to_owned();
+        load.tls = Some((env.tls.cert.clone(), s.resume));
+    } else {
+        contenders::wait_ready(listen, s.path, Duration::from_secs(15))?;
+    }
+    load.new_connection = s.new_connection;
+    measured_load(env, &group, kind, listen, &load)
+}
+
+/// What the load generator does in a run.
+struct Load {
+    host: String,
+    path: String,
     new_connection: bool,
-) -> anyhow::Result<Sample> {
-    let run = |seconds: u64| -> anyhow::Result<std::process::Output> {
-        let mut cmd = std::process::Command::new("taskset");
+    /// HTTPS: the pinned certificate's PEM file, and whether to resume.
+    tls: Option<(PathBuf, bool)>,
+    timeline_ms: u64,
+}
+
+impl Load {
+    fn new(path: &str) -> Self {
+        Self {
+            host: "bench".into(),
+            path: path.into(),
+            new_connection: false,
+            tls: None,
+            timeline_ms: 0,
+        }
+    }
+
+    /// The load generator pinned to the load cores, for `seconds`.
+    fn command(&self, a: &RunArgs, me: &Path, listen: SocketAddr, seconds: u64) -> Command {
+        let mut cmd = Command::new("taskset");
         cmd.arg("-c")
             .arg(&a.load_cores)
             .arg(me)
@@ -385,80 +582,253 @@ fn measured_load(
                 "--addr",
                 &listen.to_string(),
                 "--host",
-                host,
+                &self.host,
                 "--path",
-                path,
+                &self.path,
             ])
             .args(["--connections", &a.connections.to_string()])
             .args(["--threads", &cores_in(&a.load_cores).to_string()])
-            .args(["--seconds", &seconds.to_string()]);
-        if new_connection {
+            .args(["--seconds", &seconds.to_string()])
+            .args(["--timeline-ms", &self.timeline_ms.to_string()]);
+        if self.new_connection {
             cmd.arg("--new-connection");
         }
-        let out = cmd.output()?;
-        if !out.status.success() {
-            bail!(
-                "load generator failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+        if let Some((cert, resume)) = &self.tls {
+            cmd.arg("--tls-cert").arg(cert);
+            if *resume {
+                cmd.arg("--resume");
+            }
         }
-        Ok(out)
-    };
-    run(a.warmup)?;
+        cmd
+    }
+}
+
+/// The load generator's result from its output.
+fn load_result(out: &std::process::Output) -> anyhow::Result<LoadResult> {
+    if !out.status.success() {
+        bail!(
+            "load generator failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    serde_json::from_slice(&out.stdout)
+        .with_context(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Warms up (not measured), then runs the load generator pinned to the load
+/// cores, with the contender's CPU time read around the measured window.
+fn measured_load(
+    env: &Env<'_>,
+    group: &contenders::Group,
+    kind: Kind,
+    listen: SocketAddr,
+    load: &Load,
+) -> anyhow::Result<Sample> {
+    let a = env.a;
+    load_result(&load.command(a, env.me, listen, a.warmup).output()?)?;
     let cpu_before = group.cpu_seconds();
-    let out = run(a.seconds)?;
+    let out = load.command(a, env.me, listen, a.seconds).output()?;
     let cpu = group.cpu_seconds() - cpu_before;
-    let load: LoadResult = serde_json::from_slice(&out.stdout)
-        .with_context(|| String::from_utf8_lossy(&out.stdout).into_owned())?;
     Ok(Sample {
         contender: kind,
-        load,
+        load: load_result(&out)?,
         cpu_seconds: cpu,
         peak_rss_mib: group.peak_rss_mib(),
     })
 }
 
-/// One route-table size: how long the controlplane took to translate and
-/// publish it, and what a request costs with it in force.
+/// One route-table size for one contender: how long it took from start
+/// to serving the last route, what that costs in memory, and what a request
+/// costs with it in force.
 pub struct ScaleRow {
-    /// HTTPRoutes (one hostname each).
+    /// Which contender.
+    pub contender: Kind,
+    /// Routes (one hostname each).
     pub routes: usize,
-    /// Translation and publication, ms (the controlplane's own timing).
+    /// Shardgate: translation and publication, ms (the controlplane's own
+    /// timing); NaN for the others.
     pub publication_ms: f64,
+    /// From starting the contender to the last route answering 200, ms.
+    pub ready_ms: f64,
+    /// Proportional set size of the contender's processes after the run, MiB.
+    pub pss_mib: f64,
     /// Keep-alive load against the last route's host.
     pub sample: Sample,
 }
 
-/// Scenario 6: Shardgate with `routes` HTTPRoutes, scenario 1's load on
-/// the last one's hostname.
-fn route_scale(
-    a: &RunArgs,
-    bins: &Bins,
-    me: &std::path::Path,
-    work: &std::path::Path,
-    backend: SocketAddr,
-    workers: usize,
-    routes: usize,
-) -> anyhow::Result<ScaleRow> {
+/// Scenario 6: `routes` host routes (Shardgate: HTTPRoutes; nginx: server
+/// blocks; HAProxy: a host map), scenario 1's load on the last one's
+/// hostname.
+fn route_scale(env: &Env<'_>, kind: Kind, routes: usize) -> anyhow::Result<ScaleRow> {
     let listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-    let group = contenders::start(
-        Kind::Shardgate,
-        work,
-        bins,
-        &a.proxy_cores,
-        workers,
+    let started = Instant::now();
+    let group = env.start(
+        kind,
         listen,
-        backend,
-        false,
-        routes,
+        &Setup {
+            routes,
+            ..Setup::default()
+        },
     )?;
     let host = contenders::route_host(routes - 1);
-    contenders::wait_ready_host(listen, &host, "/", Duration::from_secs(120))?;
-    let sample = measured_load(a, me, &group, Kind::Shardgate, listen, &host, "/", false)?;
+    contenders::wait_ready_host(listen, &host, "/", Duration::from_secs(180))?;
+    let ready_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let mut load = Load::new("/");
+    load.host = host;
+    let sample = measured_load(env, &group, kind, listen, &load)?;
     Ok(ScaleRow {
+        contender: kind,
         routes,
-        publication_ms: contenders::last_publication_ms(work).unwrap_or(f64::NAN),
+        publication_ms: if kind == Kind::Shardgate {
+            contenders::last_publication_ms(env.work).unwrap_or(f64::NAN)
+        } else {
+            f64::NAN
+        },
+        ready_ms,
+        pss_mib: group.pss_mib(),
         sample,
+    })
+}
+
+/// One worker's publish→apply delays in a churn run.
+pub struct WorkerDelays {
+    /// Worker index.
+    pub worker: u64,
+    /// Generations published in the window.
+    pub published: usize,
+    /// Delay of each generation it applied, µs.
+    pub delays_us: Vec<u64>,
+}
+
+/// Scenario 7: one churn run of one contender.
+pub struct ChurnRow {
+    /// Which contender.
+    pub contender: Kind,
+    /// The load (with its 100 ms timeline).
+    pub sample: Sample,
+    /// Configuration changes made (files rewritten and, for nginx and
+    /// HAProxy, reload signals sent).
+    pub changes: u64,
+    /// Changes seen taking effect: Shardgate generations published, nginx
+    /// reconfigurations and HAProxy new workers from their logs.
+    pub applied: Option<usize>,
+    /// Shardgate: per worker, publish→apply delays.
+    pub delays: Vec<WorkerDelays>,
+    /// nginx and HAProxy: worker processes that died abnormally (their
+    /// logs), plus one if the master itself was gone.
+    pub crashed: Option<usize>,
+}
+
+/// Scenario 7: scenario 1's load for `--churn-seconds` while the
+/// configuration changes ten times a second.
+fn churn_run(env: &Env<'_>, kind: Kind) -> anyhow::Result<ChurnRow> {
+    let a = env.a;
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let setup = Setup {
+        churn: Some(0),
+        ..Setup::default()
+    };
+    let group = env.start(kind, listen, &setup)?;
+    contenders::wait_ready(listen, "/", Duration::from_secs(15))?;
+    // What happened before the window (the first publication, the first
+    // worker) is not counted.
+    let published_before = contenders::shardgate_published(env.work);
+    let reload_marker = match kind {
+        Kind::Nginx => Some(": reconfiguring"),
+        Kind::Haproxy => Some("New worker"),
+        Kind::Shardgate => None,
+    };
+    let logged = |marker: Option<&str>| marker.map(|m| contenders::log_lines(env.work, kind, m));
+    let mut load = Load::new("/");
+    load.timeline_ms = 100;
+    load_result(&load.command(a, env.me, listen, a.warmup).output()?)?;
+    let reloads_before = logged(reload_marker);
+    let cpu_before = group.cpu_seconds();
+    let child = load
+        .command(a, env.me, listen, a.churn_seconds)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // The load generator starts its clock ~50 ms after it is up; the
+    // changes start 100 ms in and stop with the window.
+    let t0 = Instant::now() + Duration::from_millis(50);
+    let period = Duration::from_millis(100);
+    let mut changes = 0u64;
+    let mut master_gone = false;
+    let mut next = t0 + period;
+    while next + period / 2 < t0 + Duration::from_secs(a.churn_seconds) {
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        changes += 1;
+        if let Err(e) = contenders::reconfigure(
+            kind,
+            &group,
+            env.work,
+            env.workers,
+            listen,
+            env.backend,
+            &setup,
+            changes,
+        ) {
+            // nginx's or HAProxy's master gone (it cannot be signalled):
+            // a result, reported as a crash; the load runs on.
+            if kind == Kind::Shardgate {
+                return Err(e);
+            }
+            eprintln!(
+                "scenario 7 {}: {e:#}; no more changes this run",
+                kind.name()
+            );
+            master_gone = true;
+            break;
+        }
+        next += period;
+    }
+    let out = child.wait_with_output()?;
+    let cpu = group.cpu_seconds() - cpu_before;
+    let sample = Sample {
+        contender: kind,
+        load: load_result(&out)?,
+        cpu_seconds: cpu,
+        peak_rss_mib: group.peak_rss_mib(),
+    };
+    // Let the last change land before reading the logs.
+    std::thread::sleep(Duration::from_millis(300));
+    let (applied, delays) = if kind == Kind::Shardgate {
+        let g0 = published_before.iter().copied().max().unwrap_or(0);
+        let published: Vec<u64> = contenders::shardgate_published(env.work)
+            .into_iter()
+            .filter(|&g| g > g0)
+            .collect();
+        let applied = contenders::shardgate_applied(env.work);
+        let delays = (0..env.workers as u64)
+            .map(|w| WorkerDelays {
+                worker: w,
+                published: published.len(),
+                delays_us: applied
+                    .iter()
+                    .filter(|x| x.worker == w && x.generation > g0)
+                    .map(|x| x.delay_us)
+                    .collect(),
+            })
+            .collect();
+        (Some(published.len()), delays)
+    } else {
+        let after = logged(reload_marker);
+        (
+            after.zip(reloads_before).map(|(a, b)| a.saturating_sub(b)),
+            Vec::new(),
+        )
+    };
+    drop(group);
+    Ok(ChurnRow {
+        contender: kind,
+        sample,
+        changes,
+        applied,
+        delays,
+        crashed: contenders::crashed_workers(env.work, kind).map(|n| n + usize::from(master_gone)),
     })
 }
 

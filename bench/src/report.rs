@@ -1,9 +1,10 @@
 //! The report: per scenario and contender the median (min–max) of req/s,
 //! proxy CPU per request, latency percentiles, peak RSS and errors, and
-//! Shardgate's ratios against each peer; one SVG bar chart per scenario.
+//! Shardgate's ratios against each peer; one SVG bar chart per scenario;
+//! the route-scale table; the churn tables and a req/s timeline.
 
 use crate::contenders::Kind;
-use crate::{Sample, Scenario};
+use crate::{ChurnRow, Sample, ScaleRow, Scenario};
 use std::fmt::Write as _;
 
 /// UTC date and time, for file names and headings.
@@ -32,6 +33,17 @@ pub fn machine() -> String {
         .map(|s| s.trim().to_owned())
         .unwrap_or_default();
     format!("{cpu}, {cores} cores, Linux {kernel}")
+}
+
+/// The `q` quantile of `values` (nearest rank; 0 when empty).
+pub fn percentile(values: &[u64], q: f64) -> u64 {
+    if values.is_empty() {
+        return 0;
+    }
+    let mut v = values.to_vec();
+    v.sort_unstable();
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
 }
 
 /// Median, min and max of `values`.
@@ -88,7 +100,18 @@ pub fn markdown(
         timestamp()
     );
     for (s, samples) in results {
-        let _ = writeln!(out, "## Scenario {}: {}\n", s.id, s.title);
+        let _ = writeln!(out, "## Scenario {}: {}\n", s.tag, s.title);
+        if s.tls {
+            let _ = writeln!(
+                out,
+                "TLS 1.3 terminated by the proxy with one ECDSA P-256 certificate, TLS_AES_128_GCM_SHA256 and X25519 (the client offers nothing else), plain HTTP/1.1 keep-alive to the backend.{}\n",
+                if s.new_connection {
+                    " One request per connection, so req/s is handshakes/s and CPU per request is CPU per handshake (plus one proxied request)."
+                } else {
+                    ""
+                }
+            );
+        }
         let _ = writeln!(
             out,
             "| contender | req/s | CPU µs/request | p50 µs | p99 µs | p99.9 µs | peak RSS MiB | errors |"
@@ -127,35 +150,237 @@ pub fn markdown(
                 );
             }
         }
-        let _ = writeln!(out, "\n![scenario {}](scenario-{}.svg)\n", s.id, s.id);
+        if s.tls && s.new_connection {
+            let resumed: Vec<String> = contenders
+                .iter()
+                .map(|&k| {
+                    let (h, r) = samples
+                        .iter()
+                        .filter(|x| x.contender == k)
+                        .fold((0, 0), |(h, r), x| {
+                            (h + x.load.handshakes, r + x.load.resumed)
+                        });
+                    format!(
+                        "{} {:.0} % ({r} of {h})",
+                        k.name(),
+                        100.0 * r as f64 / h.max(1) as f64
+                    )
+                })
+                .collect();
+            let _ = writeln!(out, "\nResumed handshakes: {}.", resumed.join(", "));
+        }
+        let _ = writeln!(out, "\n![scenario {}](scenario-{}.svg)\n", s.tag, s.tag);
     }
     out
 }
 
-/// Scenario 6's table: per route-table size, translation + publication
-/// time, req/s, CPU per request (and its ratio to the smallest table),
-/// peak RSS.
-pub fn route_scale(rows: &[crate::ScaleRow]) -> String {
+/// Scenario 6's table: per route-table size and contender, the time from
+/// start to serving the last route (and Shardgate's translation +
+/// publication), req/s, CPU per request (and its ratio to the contender's
+/// smallest table), PSS.
+pub fn route_scale(rows: &[ScaleRow], contenders: &[Kind]) -> String {
     if rows.is_empty() {
         return String::new();
     }
-    let mut out = String::from("## Scenario 6: route-table scale (Shardgate)\n\nOne HTTPRoute per hostname; scenario 1's keep-alive load on the last route's hostname; one run each.\n\n| routes | translation + publication ms | req/s | CPU µs/request | × smallest | peak RSS MiB | errors |\n|---:|---:|---:|---:|---:|---:|---:|\n");
-    let base = rows[0].sample.cpu_us_per_request();
+    let mut out = String::from("## Scenario 6: route-table scale\n\nOne route per hostname (Shardgate: an HTTPRoute each; nginx: a `server` block each; HAProxy: a host → backend map file), scenario 1's keep-alive load on the last route's hostname; one run each. *Ready* is from starting the contender to the last route answering 200 (configuration parsing, for Shardgate translation, publication and the dataplane's compilation); PSS counts shared pages once (nginx's master and worker share the parsed configuration; Shardgate's controlplane and dataplane map the same segment).\n\n| routes | contender | ready ms | Shardgate translation + publication ms | req/s | CPU µs/request | × its smallest | PSS MiB | errors |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in rows {
         let cpu = r.sample.cpu_us_per_request();
+        let base = rows
+            .iter()
+            .find(|x| x.contender == r.contender)
+            .map_or(cpu, |x| x.sample.cpu_us_per_request());
+        let publication = if r.publication_ms.is_nan() {
+            "n/a".to_owned()
+        } else {
+            format!("{:.1}", r.publication_ms)
+        };
         let _ = writeln!(
             out,
-            "| {} | {:.1} | {:.0} | {:.1} | {:.2} | {:.1} | {} |",
+            "| {} | {} | {:.0} | {publication} | {:.0} | {:.1} | {:.2} | {:.1} | {} |",
             r.routes,
-            r.publication_ms,
+            r.contender.name(),
+            r.ready_ms,
             r.sample.load.rps,
             cpu,
             cpu / base.max(f64::MIN_POSITIVE),
-            r.sample.peak_rss_mib,
+            r.pss_mib,
             r.sample.load.errors
         );
     }
+    let largest = rows.iter().map(|r| r.routes).max().unwrap_or(0);
+    let smallest = rows.iter().map(|r| r.routes).min().unwrap_or(0);
+    if contenders.contains(&Kind::Shardgate) && largest > smallest {
+        for &k in contenders.iter().filter(|k| **k != Kind::Shardgate) {
+            let cpu_at = |kind: Kind, n: usize| {
+                rows.iter()
+                    .find(|r| r.contender == kind && r.routes == n)
+                    .map(|r| r.sample.cpu_us_per_request())
+            };
+            if let (Some(ours), Some(theirs)) =
+                (cpu_at(Kind::Shardgate, largest), cpu_at(k, largest))
+            {
+                let _ = writeln!(
+                    out,
+                    "\nAt {largest} routes, Shardgate vs {}: CPU per request × {:.2}.",
+                    k.name(),
+                    ours / theirs.max(f64::MIN_POSITIVE)
+                );
+            }
+        }
+    }
     out.push('\n');
+    out
+}
+
+/// Scenario 7's tables: per contender the load during churn and its
+/// failures; Shardgate's publish→apply delay per worker.
+pub fn churn(rows: &[ChurnRow], contenders: &[Kind], seconds: u64) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = format!("## Scenario 7: configuration churn\n\nScenario 1's keep-alive load for {seconds} s while the configuration changes ten times a second: the route's request header `x-bench-config` gets a new value each time. Shardgate: the file in the controlplane's directory is replaced (written aside, renamed in); nginx: `nginx.conf` rewritten and SIGHUP to the master (`nginx -s reload`); HAProxy (master-worker, `-W`, listening sockets handed over through `expose-fd listeners`): `haproxy.cfg` rewritten and SIGUSR2 to the master. *Applied* is what the logs show took effect: Shardgate generations published, nginx reconfigurations, HAProxy workers started. *Retryable* failures are requests on a reused keep-alive connection that the proxy closed before any byte of the response (an HTTP client may retry those, RFC 9112 §9.3.1); they count as failures all the same. HAProxy runs with `option idle-close-on-response` (its remedy for clients that do not retry: an idle connection is kept until its next response can say `Connection: close`); nginx has no equivalent. *Crashed workers*: nginx or HAProxy worker processes their master saw die abnormally (plus one if the master itself could no longer be signalled). Medians (min–max) over runs; failures summed.\n\n| contender | req/s | CPU µs/request | p99 µs | max µs | changes | applied | failed requests | of which retryable | crashed workers |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for &k in contenders {
+        let mine: Vec<&ChurnRow> = rows.iter().filter(|r| r.contender == k).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let samples: Vec<Sample> = mine.iter().map(|r| r.sample.clone()).collect();
+        let applied: Vec<String> = mine
+            .iter()
+            .map(|r| r.applied.map_or_else(|| "n/a".into(), |n| n.to_string()))
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            k.name(),
+            cell(column(&samples, k, |x| x.load.rps), 0),
+            cell(column(&samples, k, Sample::cpu_us_per_request), 1),
+            latency(column(&samples, k, |x| x.load.p99_us as f64)),
+            latency(column(&samples, k, |x| x.load.max_us as f64)),
+            mine.iter().map(|r| r.changes).sum::<u64>(),
+            applied.join(" + "),
+            mine.iter().map(|r| r.sample.load.errors).sum::<u64>(),
+            mine.iter()
+                .map(|r| r.sample.load.retryable_errors)
+                .sum::<u64>(),
+            if k == Kind::Shardgate {
+                "n/a".to_owned()
+            } else {
+                mine.iter()
+                    .filter_map(|r| r.crashed)
+                    .sum::<usize>()
+                    .to_string()
+            },
+        );
+    }
+    let ours: Vec<&ChurnRow> = rows
+        .iter()
+        .filter(|r| r.contender == Kind::Shardgate)
+        .collect();
+    if !ours.is_empty() {
+        out.push_str("\nShardgate, publish→apply delay per worker: from the controlplane's publication timestamp in the segment to the worker having compiled and swapped in the new route table, as each worker logs it for every generation it applies (all runs pooled). A generation a worker never applied (a newer one came first) counts as skipped. Target: p99 < 1 ms on every worker, no failed request.\n\n| worker | published | applied | skipped | p50 µs | p99 µs | max µs |\n|---:|---:|---:|---:|---:|---:|---:|\n");
+        let workers = ours.iter().map(|r| r.delays.len()).max().unwrap_or(0);
+        for w in 0..workers {
+            let published: usize = ours
+                .iter()
+                .filter_map(|r| r.delays.get(w))
+                .map(|d| d.published)
+                .sum();
+            let delays: Vec<u64> = ours
+                .iter()
+                .filter_map(|r| r.delays.get(w))
+                .flat_map(|d| d.delays_us.iter().copied())
+                .collect();
+            let _ = writeln!(
+                out,
+                "| {w} | {published} | {} | {} | {} | {} | {} |",
+                delays.len(),
+                published.saturating_sub(delays.len()),
+                percentile(&delays, 0.5),
+                percentile(&delays, 0.99),
+                delays.iter().max().copied().unwrap_or(0)
+            );
+        }
+    }
+    out.push_str("\n![scenario 7](scenario-7.svg)\n\n");
+    out
+}
+
+/// Scenario 7's timeline: req/s per 100 ms of each contender's first churn
+/// run, failures marked below the axis.
+pub fn churn_svg(rows: &[ChurnRow], contenders: &[Kind]) -> String {
+    let (w, h, left, top, plot_h) = (720.0, 320.0, 60.0, 40.0, 200.0);
+    let plot_w = w - left - 20.0;
+    let firsts: Vec<&ChurnRow> = contenders
+        .iter()
+        .filter_map(|&k| rows.iter().find(|r| r.contender == k))
+        .collect();
+    let rate = |r: &ChurnRow, n: u64| n as f64 * 1000.0 / r.sample.load.timeline_ms.max(1) as f64;
+    let max_rps = firsts
+        .iter()
+        .flat_map(|r| r.sample.load.timeline.iter().map(move |b| rate(r, b[0])))
+        .fold(1.0, f64::max);
+    let points = firsts
+        .iter()
+        .map(|r| r.sample.load.timeline.len())
+        .max()
+        .unwrap_or(1)
+        .max(2);
+    let seconds = firsts.first().map_or(0.0, |r| r.sample.load.seconds);
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<text x=\"10\" y=\"20\" font-size=\"14\">Scenario 7: req/s per 100 ms under ten configuration changes per second (failures: marks below the axis)</text>\n<line x1=\"{left}\" y1=\"{y0}\" x2=\"{x1}\" y2=\"{y0}\" stroke=\"#999\"/>\n<text x=\"{lx}\" y=\"{ty}\" text-anchor=\"end\">{max_rps:.0}</text>\n<text x=\"{lx}\" y=\"{y0}\" text-anchor=\"end\">0</text>\n<text x=\"{x1}\" y=\"{sy}\" text-anchor=\"end\">{seconds:.0} s</text>\n",
+        y0 = top + plot_h,
+        x1 = left + plot_w,
+        lx = left - 5.0,
+        ty = top + 10.0,
+        sy = top + plot_h + 15.0,
+    );
+    let colors = ["#2b6cb0", "#38a169", "#d69e2e"];
+    for (i, r) in firsts.iter().enumerate() {
+        let color = colors[i % colors.len()];
+        let x = |j: usize| left + plot_w * j as f64 / (points - 1) as f64;
+        let path: Vec<String> = r
+            .sample
+            .load
+            .timeline
+            .iter()
+            .enumerate()
+            .map(|(j, b)| {
+                format!(
+                    "{:.1},{:.1}",
+                    x(j),
+                    top + plot_h - plot_h * rate(r, b[0]) / max_rps
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{}\"/>",
+            path.join(" ")
+        );
+        for (j, b) in r.sample.load.timeline.iter().enumerate() {
+            if b[1] > 0 {
+                let y = top + plot_h + 22.0 + 8.0 * i as f64;
+                let _ = writeln!(
+                    out,
+                    "<rect x=\"{:.1}\" y=\"{y:.0}\" width=\"3\" height=\"6\" fill=\"{color}\"><title>{} failed</title></rect>",
+                    x(j) - 1.5,
+                    b[1]
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "<rect x=\"{:.0}\" y=\"{:.0}\" width=\"12\" height=\"12\" fill=\"{color}\"/><text x=\"{:.0}\" y=\"{:.0}\">{} ({} failed)</text>",
+            left + 200.0 * i as f64,
+            h - 22.0,
+            left + 200.0 * i as f64 + 16.0,
+            h - 12.0,
+            xml(r.contender.name()),
+            r.sample.load.errors
+        );
+    }
+    out.push_str("</svg>\n");
     out
 }
 
@@ -177,7 +402,7 @@ pub fn svg(s: &Scenario, samples: &[Sample], contenders: &[Kind]) -> String {
     let h = 70.0 + row * 2.0 * bars.len() as f64;
     let mut out = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<text x=\"10\" y=\"20\" font-size=\"14\">Scenario {}: {}</text>\n",
-        s.id,
+        s.tag,
         xml(s.title)
     );
     let colors = ["#2b6cb0", "#38a169", "#d69e2e"];
@@ -218,5 +443,15 @@ mod tests {
         assert_eq!(stats(&mut [3.0, 1.0, 2.0]), (2.0, 1.0, 3.0));
         assert_eq!(stats(&mut [4.0, 1.0, 2.0, 3.0]), (2.5, 1.0, 4.0));
         assert_eq!(stats(&mut []), (0.0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 0.5), 50);
+        assert_eq!(percentile(&v, 0.99), 99);
+        assert_eq!(percentile(&v, 1.0), 100);
+        assert_eq!(percentile(&[7], 0.99), 7);
+        assert_eq!(percentile(&[], 0.5), 0);
     }
 }
