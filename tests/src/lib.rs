@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod conformance;
 pub mod fixture;
+pub mod kubeapi;
 pub mod pki;
 pub mod prom;
 
