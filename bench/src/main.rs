@@ -233,6 +233,39 @@ const SCENARIOS: &[Scenario] = &[
     },
 ];
 
+/// Scenario 1 in open loop: latency at a fixed rate, 80 % of nginx's
+/// median scenario-1 throughput, measured without coordinated omission.
+const OPEN_LOOP: Scenario = Scenario {
+    id: 1,
+    tag: "1o",
+    title: "HTTP/1.1 keep-alive, 13-byte response, open loop at 80 % of nginx's scenario-1 req/s",
+    ..PLAIN
+};
+
+/// 80 % of nginx's median scenario-1 req/s, when scenario 1 ran with nginx.
+fn open_loop_rate(results: &[(Scenario, Vec<Sample>)], contenders: &[Kind]) -> Option<f64> {
+    if !contenders.contains(&Kind::Nginx) {
+        return None;
+    }
+    let (_, samples) = results.iter().find(|(s, _)| s.tag == "1")?;
+    let mut rps: Vec<f64> = samples
+        .iter()
+        .filter(|s| s.contender == Kind::Nginx)
+        .map(|s| s.load.rps)
+        .collect();
+    let (median, _, _) = report::stats(&mut rps);
+    (median > 0.0).then_some(median * 0.8)
+}
+
+fn measure_open_loop(env: &Env<'_>, kind: Kind, rate: f64) -> anyhow::Result<Sample> {
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let group = env.start(kind, listen, &Setup::default())?;
+    contenders::wait_ready(listen, "/", Duration::from_secs(15))?;
+    let mut load = Load::new("/");
+    load.rate = Some(rate);
+    measured_load(env, &group, kind, listen, &load)
+}
+
 /// One measured run of one contender.
 #[derive(Debug, Clone)]
 pub struct Sample {
@@ -396,6 +429,30 @@ fn run_in(
         }
         results.push((*s, samples));
     }
+    if let Some(rate) = open_loop_rate(&results, contenders) {
+        let s = OPEN_LOOP;
+        let mut samples = Vec::new();
+        for run in 0..a.runs {
+            for &kind in contenders {
+                let sample = measure_open_loop(&env, kind, rate).with_context(|| {
+                    format!("scenario {} run {} {}", s.tag, run + 1, kind.name())
+                })?;
+                eprintln!(
+                    "scenario {:<2} run {} {:>9}: {:>9.0} req/s (asked {rate:.0})  {:>6.1} µs CPU/req  p50 {} µs  p99 {} µs  errors {}",
+                    s.tag,
+                    run + 1,
+                    kind.name(),
+                    sample.load.rps,
+                    sample.cpu_us_per_request(),
+                    sample.load.p50_us,
+                    sample.load.p99_us,
+                    sample.load.errors,
+                );
+                samples.push(sample);
+            }
+        }
+        results.push((s, samples));
+    }
     let mut scale = Vec::new();
     if a.scenarios.contains(&6) {
         let sizes: &[usize] = if a.quick {
@@ -558,6 +615,8 @@ struct Load {
     /// HTTPS: the pinned certificate's PEM file, and whether to resume.
     tls: Option<(PathBuf, bool)>,
     timeline_ms: u64,
+    /// Open loop at this total rate (requests/s) instead of closed loop.
+    rate: Option<f64>,
 }
 
 impl Load {
@@ -568,6 +627,7 @@ impl Load {
             new_connection: false,
             tls: None,
             timeline_ms: 0,
+            rate: None,
         }
     }
 
@@ -592,6 +652,9 @@ impl Load {
             .args(["--timeline-ms", &self.timeline_ms.to_string()]);
         if self.new_connection {
             cmd.arg("--new-connection");
+        }
+        if let Some(rate) = self.rate {
+            cmd.args(["--rate", &format!("{rate:.0}")]);
         }
         if let Some((cert, resume)) = &self.tls {
             cmd.arg("--tls-cert").arg(cert);
