@@ -5,9 +5,11 @@
 //! SO_REUSEPORT listening sockets, its compiled route table, its upstream
 //! connection pool and its buffers; nothing is shared on the request path.
 //! Workers follow the shared-memory segment the controlplane publishes into,
-//! and swap in each new snapshot between requests.
+//! and swap in each new snapshot between requests; a wake thread blocked in
+//! the segment's futex nudges them as soon as a snapshot is published.
 //!
 //! ```text
+//!  publication ─futex─▶ wake thread ─one byte each─▶ workers (else their poll tick)
 //!  shm segment ─▶ worker::apply (decode, compile, bind) ─▶ Rc<RouteTable>
 //!  accept ─▶ [tls: peek SNI, handshake] ─▶ http1::serve (parse, route) ─▶ proxy ─▶ response
 //!  accept ─▶ l4::serve (TCP, TLS passthrough / terminate) ─▶ splice
@@ -35,6 +37,7 @@ mod stop;
 mod tls;
 mod transfer;
 mod udp;
+mod wake;
 mod worker;
 
 pub use h2::H2Limits;

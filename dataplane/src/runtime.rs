@@ -1,8 +1,10 @@
 //! Worker threads: one per core, each pinned and running its own monoio
-//! runtime on io_uring or epoll.
+//! runtime on io_uring or epoll, plus the snapshot wake thread that nudges
+//! them when the controlplane publishes.
 
 use crate::shared::Shared;
-use crate::worker;
+use crate::{wake, worker};
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -29,7 +31,8 @@ pub struct WorkerConfig {
     pub driver: IoDriver,
     /// Cores to pin workers to (worker i → cores[i % len]); empty: no pinning.
     pub cores: Vec<usize>,
-    /// How often workers look for a new snapshot.
+    /// How often workers look for a new snapshot even without a wake (the
+    /// fallback; a publication normally wakes them at once).
     pub poll_interval: Duration,
     /// Longest request head accepted (431 beyond).
     pub max_header_bytes: usize,
@@ -96,23 +99,37 @@ pub fn resolve_driver(driver: IoDriver) -> Result<IoDriver, &'static str> {
     }
 }
 
-/// Starts `shared.workers.len()` worker threads.
+/// Starts `shared.workers.len()` worker threads and the snapshot wake
+/// thread. Without the wake thread (it could not start) workers still poll.
 pub fn spawn_workers(
     cfg: Arc<WorkerConfig>,
     shared: Arc<Shared>,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
-    (0..shared.workers.len())
+    let n = shared.workers.len();
+    let started = wake::pairs(n).and_then(|(worker_ends, wakers)| {
+        wake::spawn(cfg.shm.clone(), Arc::clone(&shared), wakers)?;
+        Ok(worker_ends)
+    });
+    let mut wake_ends: Vec<Option<UnixStream>> = match started {
+        Ok(ends) => ends.into_iter().map(Some).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the snapshot wake thread; workers poll only");
+            (0..n).map(|_| None).collect()
+        }
+    };
+    (0..n)
         .map(|id| {
             let cfg = Arc::clone(&cfg);
             let shared = Arc::clone(&shared);
+            let wake = wake_ends[id].take();
             std::thread::Builder::new()
                 .name(format!("shardgate-worker-{id}"))
-                .spawn(move || run_worker(id, cfg, shared))
+                .spawn(move || run_worker(id, cfg, shared, wake))
         })
         .collect()
 }
 
-fn run_worker(id: usize, cfg: Arc<WorkerConfig>, shared: Arc<Shared>) {
+fn run_worker(id: usize, cfg: Arc<WorkerConfig>, shared: Arc<Shared>, wake: Option<UnixStream>) {
     if !cfg.cores.is_empty() {
         let core = cfg.cores[id % cfg.cores.len()];
         if let Err(e) = monoio::utils::bind_to_cpu_set([core]) {
@@ -130,27 +147,32 @@ fn run_worker(id: usize, cfg: Arc<WorkerConfig>, shared: Arc<Shared>) {
             {
                 Ok(mut rt) => {
                     status.io_uring.store(true, Ordering::Relaxed);
-                    rt.block_on(worker::run(id, Arc::clone(&cfg), Arc::clone(&shared)));
+                    rt.block_on(worker::run(id, Arc::clone(&cfg), Arc::clone(&shared), wake));
                     Ok(())
                 }
                 Err(e) if driver == IoDriver::Auto => {
                     tracing::warn!(worker = id, error = %e, "io_uring runtime failed; using epoll");
-                    run_epoll(id, &cfg, &shared)
+                    run_epoll(id, &cfg, &shared, wake)
                 }
                 Err(e) => Err(e),
             }
         }
-        IoDriver::Epoll => run_epoll(id, &cfg, &shared),
+        IoDriver::Epoll => run_epoll(id, &cfg, &shared, wake),
     };
     if let Err(e) = result {
         tracing::error!(worker = id, error = %e, "worker could not start its runtime");
     }
 }
 
-fn run_epoll(id: usize, cfg: &Arc<WorkerConfig>, shared: &Arc<Shared>) -> std::io::Result<()> {
+fn run_epoll(
+    id: usize,
+    cfg: &Arc<WorkerConfig>,
+    shared: &Arc<Shared>,
+    wake: Option<UnixStream>,
+) -> std::io::Result<()> {
     let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
         .enable_timer()
         .build()?;
-    rt.block_on(worker::run(id, Arc::clone(cfg), Arc::clone(shared)));
+    rt.block_on(worker::run(id, Arc::clone(cfg), Arc::clone(shared), wake));
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! A worker: one core's event loop and everything it owns.
 //!
-//! Snapshot lifecycle on a worker (every `poll_interval`):
+//! Snapshot lifecycle on a worker, checked when the wake thread nudges it
+//! (within microseconds of a publication, see `wake`) and, as the fallback,
+//! every `poll_interval`:
 //!
 //! ```text
 //!  Waiting ──segment appears──▶ Following ──new generation──▶ copy (seqlock)
@@ -11,6 +13,10 @@
 //!                                     └──── swap Rc<RouteTable> ◀┘ ok: open new listeners,
 //!                                                                    stop removed ones
 //! ```
+//!
+//! Both triggers run the same synchronous `Follower::poll` on the worker's own
+//! thread (the main loop on its tick, a second task on a wake byte), so they
+//! never overlap.
 //!
 //! Requests in flight hold an `Rc` of the table they started with, so a swap
 //! never disturbs them. On drain the worker stops accepting, wakes idle
@@ -30,6 +36,7 @@ use shardgate_core::{decode, BackendTarget, RouteTable, Transport};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -224,7 +231,13 @@ impl Drop for ConnectionGuard {
 }
 
 /// Follows the segment, swaps tables, manages listeners; returns after drain.
-pub(crate) async fn run(id: usize, cfg: Arc<WorkerConfig>, shared: Arc<Shared>) {
+/// `wake`: this worker's end of its socket pair with the wake thread, if any.
+pub(crate) async fn run(
+    id: usize,
+    cfg: Arc<WorkerConfig>,
+    shared: Arc<Shared>,
+    wake: Option<UnixStream>,
+) {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64)
@@ -245,22 +258,72 @@ pub(crate) async fn run(id: usize, cfg: Arc<WorkerConfig>, shared: Arc<Shared>) 
         open_connections: Cell::new(0),
         keys: RefCell::new(KeyCache::default()),
     });
-    let mut follower = Follower::default();
+    let follower = Rc::new(RefCell::new(Follower::default()));
+    if let Some(wake) = wake {
+        match monoio::net::UnixStream::from_std(wake) {
+            Ok(wake) => {
+                monoio::spawn(follow_wakes(Rc::clone(&worker), Rc::clone(&follower), wake));
+            }
+            Err(e) => {
+                tracing::warn!(worker = id, error = %e, "no snapshot wake; polling only");
+            }
+        }
+    }
     let mut last_housekeeping = Instant::now();
     while !worker.shared.draining.load(Ordering::Relaxed) {
-        follower.poll(&worker);
+        follower.borrow_mut().poll(&worker);
         if let Some(log) = &worker.access_log {
             log.flush_if_due(worker.metrics());
         }
         if last_housekeeping.elapsed() >= Duration::from_secs(1) {
             last_housekeeping = Instant::now();
-            follower.check_replaced();
+            follower.borrow_mut().check_replaced();
             retry_failed_binds(&worker);
             worker.pool.expire();
         }
         monoio::time::sleep(worker.cfg.poll_interval).await;
     }
     drain(&worker).await;
+}
+
+/// Checks the segment whenever the wake thread writes to this worker's end
+/// of their socket pair. One read stays pending between wakes (a poll on the
+/// socket in either driver); it costs nothing per request. Ends on drain, or
+/// if the thread's end closes (the poll tick carries on alone).
+async fn follow_wakes(
+    worker: Rc<Worker>,
+    follower: Rc<RefCell<Follower>>,
+    mut wake: monoio::net::UnixStream,
+) {
+    use monoio::io::AsyncReadRent;
+    // Bytes pile up only while the worker is busy; one read takes them all.
+    let mut buf = vec![0u8; 64];
+    loop {
+        let (read, b) = monoio::select! {
+            r = wake.read(buf) => r,
+            () = worker.drain.wait() => return,
+        };
+        buf = b;
+        // The main loop stops polling before it drains; so do we (a snapshot
+        // applied now would re-open the listeners the drain closes).
+        if worker.shared.draining.load(Ordering::Relaxed) || worker.draining() {
+            return;
+        }
+        let n = match read {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => {
+                tracing::warn!(worker = worker.id, error = %e, "snapshot wake failed; polling only");
+                return;
+            }
+        };
+        let mut follower = follower.borrow_mut();
+        if buf[..n].contains(&crate::wake::REPLACED) {
+            follower.check_replaced();
+        }
+        follower.poll(&worker);
+    }
 }
 
 async fn drain(worker: &Rc<Worker>) {
@@ -339,6 +402,9 @@ impl Follower {
     fn check_replaced(&mut self) {
         if self.reader.as_ref().is_some_and(Reader::is_replaced) {
             self.reader = None;
+            // The new segment counts its generations afresh (a fresh
+            // controlplane starts at 1): one equal to ours is not ours.
+            self.seen = 0;
         }
     }
 }
