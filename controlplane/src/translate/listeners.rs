@@ -388,17 +388,16 @@ pub(super) fn listener_snapshot(
     address: IpAddr,
     certificates: &mut Vec<Certificate>,
 ) -> Listener {
-    let mut scopes: BTreeMap<HostnameScope, Vec<(Precedence, Rule)>> = BTreeMap::new();
+    // Borrowed until each virtual host takes its copies: a rule is cloned
+    // once per host it serves, not also into this index.
+    let mut scopes: BTreeMap<&HostnameScope, Vec<(&Precedence, &Rule)>> = BTreeMap::new();
     for (scope, prec, rule) in &l.rules {
-        scopes
-            .entry(scope.clone())
-            .or_default()
-            .push((prec.clone(), rule.clone()));
+        scopes.entry(scope).or_default().push((prec, rule));
     }
     for rules in scopes.values_mut() {
-        rules.sort_by(|a, b| a.0.cmp(&b.0));
+        rules.sort_by(|a, b| a.0.cmp(b.0));
     }
-    let mut ordered: Vec<&HostnameScope> = scopes.keys().collect();
+    let mut ordered: Vec<&HostnameScope> = scopes.keys().copied().collect();
     ordered.sort_by(|a, b| scope_order(a, b));
     // Only wildcard and catch-all scopes can cover another scope, so each
     // scope looks at itself and those (keeping the precedence order), not at
@@ -425,7 +424,7 @@ pub(super) fn listener_snapshot(
             covering.sort_by_key(|(i, _)| *i);
             let rules = covering
                 .iter()
-                .flat_map(|(_, broader)| scopes[*broader].iter().map(|(_, r)| r.clone()))
+                .flat_map(|(_, broader)| scopes[broader].iter().map(|(_, r)| (*r).clone()))
                 .collect();
             VirtualHost {
                 host: match scope {
