@@ -86,15 +86,7 @@ impl Group {
     /// Proportional set size (shared pages split between the processes
     /// that map them) of the group's processes now, MiB.
     pub fn pss_mib(&self) -> f64 {
-        self.pids()
-            .iter()
-            .filter_map(|p| {
-                let s = std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")).ok()?;
-                let line = s.lines().find(|l| l.starts_with("Pss:"))?;
-                line.split_whitespace().nth(1)?.parse::<f64>().ok()
-            })
-            .sum::<f64>()
-            / 1024.0
+        self.sum_kib_field("smaps_rollup", "Pss:") / 1024.0
     }
 
     /// The process we started first (nginx's or HAProxy's master; for
@@ -103,17 +95,22 @@ impl Group {
         self.children[0].id()
     }
 
-    /// Peak resident memory (VmHWM) of the group's processes, MiB.
-    pub fn peak_rss_mib(&self) -> f64 {
+    /// The sum over the group's processes of a `/proc/PID/<file>` line
+    /// `<field> N kB`, in KiB.
+    fn sum_kib_field(&self, file: &str, field: &str) -> f64 {
         self.pids()
             .iter()
             .filter_map(|p| {
-                let status = std::fs::read_to_string(format!("/proc/{p}/status")).ok()?;
-                let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+                let text = std::fs::read_to_string(format!("/proc/{p}/{file}")).ok()?;
+                let line = text.lines().find(|l| l.starts_with(field))?;
                 line.split_whitespace().nth(1)?.parse::<f64>().ok()
             })
-            .sum::<f64>()
-            / 1024.0
+            .sum()
+    }
+
+    /// Peak resident memory (VmHWM) of the group's processes, MiB.
+    pub fn peak_rss_mib(&self) -> f64 {
+        self.sum_kib_field("status", "VmHWM:") / 1024.0
     }
 }
 

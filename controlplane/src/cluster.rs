@@ -19,10 +19,10 @@
 use crate::admin::Metrics;
 use crate::cycle::Cycle;
 use crate::leader::{Elector, Leadership, LeaseConfig};
-use crate::provider::kube::{self as provider, SecretWatches, Update, CLUSTER_WIDE};
+use crate::provider::kube::{self as provider, watched_cluster_wide, SecretWatches, Update};
 use crate::status::{now_rfc3339, StatusBook, CONTROLLER_NAME};
 use crate::status_sync::{self, Writer};
-use crate::store::{Object, Store};
+use crate::store::{Object, Store, KINDS};
 use anyhow::Context;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -113,9 +113,9 @@ pub fn run(settings: KubeSettings, mut cycle: Cycle, metrics: Arc<Metrics>) -> a
             secrets.set(&want);
             wanted_secrets = want;
         }
-        let mut unsynced: Vec<String> = CLUSTER_WIDE
+        let mut unsynced: Vec<String> = KINDS
             .iter()
-            .filter(|k| !synced.contains(**k))
+            .filter(|k| watched_cluster_wide(k) && !synced.contains(**k))
             .map(|k| (*k).to_owned())
             .collect();
         let cluster_synced = unsynced.is_empty();

@@ -127,10 +127,26 @@ impl Cluster {
     }
 
     fn route_status(&self) -> Value {
+        self.route_status_of("web")
+    }
+
+    fn route_status_of(&self, name: &str) -> Value {
         self.api
-            .get("HTTPRoute", Some("apps"), "web")
+            .get("HTTPRoute", Some("apps"), name)
             .map(|r| r["status"].clone())
             .unwrap_or(Value::Null)
+    }
+
+    /// Waits until route `name` has a parent with Accepted=True.
+    fn wait_accepted(&self, name: &str, what: &str) {
+        eventually(what, WAIT, || {
+            let s = self.route_status_of(name);
+            if accepted(&s) {
+                Ok(())
+            } else {
+                Err(s.to_string())
+            }
+        });
     }
 
     fn lease_holder(&self) -> Option<String> {
@@ -290,14 +306,7 @@ fn objects_from_the_api_serve_traffic_and_status_matches_standalone_mode() {
     assert_eq!(r.pod(), "web-1");
 
     // Status written back by the leader equals what standalone mode computes.
-    eventually("route status Accepted", WAIT, || {
-        let s = c.route_status();
-        if accepted(&s) {
-            Ok(())
-        } else {
-            Err(s.to_string())
-        }
-    });
+    c.wait_accepted("web", "route status Accepted");
     let expected = standalone_status(&c, &objects(&c, ""));
     assert!(
         expected.len() >= 3,
@@ -489,13 +498,7 @@ fn only_the_lease_holder_writes_status_and_a_successor_takes_over() {
             Err(s.to_string())
         }
     });
-    eventually("route status written", WAIT, || {
-        if accepted(&c.route_status()) {
-            Ok(())
-        } else {
-            Err(c.route_status().to_string())
-        }
-    });
+    c.wait_accepted("web", "route status written");
     assert_eq!(a.status()["leader"], true);
     assert_eq!(b.status()["leader"], false);
     assert!(a.status_writes() > 0, "the leader wrote status");
@@ -524,18 +527,7 @@ fn only_the_lease_holder_writes_status_and_a_successor_takes_over() {
         &["second.example"],
         "  - backendRefs:\n    - name: web\n      port: 80\n",
     ));
-    eventually("the successor writes status", WAIT, || {
-        let s = c
-            .api
-            .get("HTTPRoute", Some("apps"), "second")
-            .map(|r| r["status"].clone())
-            .unwrap_or(Value::Null);
-        if accepted(&s) {
-            Ok(())
-        } else {
-            Err(s.to_string())
-        }
-    });
+    c.wait_accepted("second", "the successor writes status");
     assert!(b.status_writes() > 0);
     // The old leader wakes up: its renewal is long past its deadline, so it
     // writes nothing, and it does not get the Lease back.
@@ -551,18 +543,7 @@ fn only_the_lease_holder_writes_status_and_a_successor_takes_over() {
         &["third.example"],
         "  - backendRefs:\n    - name: web\n      port: 80\n",
     ));
-    eventually("third route status written by node-b", WAIT, || {
-        let s = c
-            .api
-            .get("HTTPRoute", Some("apps"), "third")
-            .map(|r| r["status"].clone())
-            .unwrap_or(Value::Null);
-        if accepted(&s) {
-            Ok(())
-        } else {
-            Err(s.to_string())
-        }
-    });
+    c.wait_accepted("third", "third route status written by node-b");
     // node-a also serves the third route from its own snapshot...
     a.wait_serving_host(&c, "third.example");
     // ...without writing status.
@@ -682,13 +663,7 @@ fn the_cluster_role_covers_every_request_the_controlplane_makes() {
         "controllerName": "example.com/other",
         "conditions": [],
     });
-    eventually("route status written", WAIT, || {
-        if accepted(&c.route_status()) {
-            Ok(())
-        } else {
-            Err(c.route_status().to_string())
-        }
-    });
+    c.wait_accepted("web", "route status written");
     let mut status = c.route_status();
     status["parents"]
         .as_array_mut()

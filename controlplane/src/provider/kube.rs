@@ -252,20 +252,11 @@ pub fn spawn_watchers(client: &Client, tx: &Sender<Update>) -> Vec<JoinHandle<()
     ]
 }
 
-/// The kinds [`spawn_watchers`] watches cluster-wide.
-pub const CLUSTER_WIDE: [&str; 11] = [
-    "GatewayClass",
-    "Gateway",
-    "HTTPRoute",
-    "GRPCRoute",
-    "TLSRoute",
-    "TCPRoute",
-    "UDPRoute",
-    "ReferenceGrant",
-    "Namespace",
-    "Service",
-    "EndpointSlice",
-];
+/// Whether [`spawn_watchers`] watches `kind` cluster-wide: every kind the
+/// store holds but Secrets (see [`SecretWatches`]).
+pub fn watched_cluster_wide(kind: &str) -> bool {
+    kind != "Secret"
+}
 
 /// One Secret watch per namespace that holds referenced Secrets.
 pub struct SecretWatches {
