@@ -4,7 +4,7 @@
 
 use clap::Parser;
 use shardgate_core::logging::{self, LogFormat};
-use shardgate_dataplane::runtime::{resolve_driver, spawn_workers};
+use shardgate_dataplane::runtime::{resolve_driver, spawn_workers, UringTaskrun};
 use shardgate_dataplane::{access_log, admin, H2Limits, IoDriver, Shared, WorkerConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,6 +28,11 @@ struct Args {
     /// Event-loop driver.
     #[arg(long, value_enum, default_value = "auto")]
     io_driver: IoDriver,
+    /// When io_uring completion work runs (see `UringTaskrun`): `defer`
+    /// batches it until the worker waits, sparing a busy worker an
+    /// interrupt per completion.
+    #[arg(long, value_enum, default_value = "defer")]
+    uring_taskrun: UringTaskrun,
     /// Admin endpoint address (/healthz, /ready, /snapshot).
     #[arg(long, default_value = "127.0.0.1:9901")]
     admin: SocketAddr,
@@ -170,6 +175,7 @@ fn run(args: Args) -> Result<(), String> {
         access_log: access_log.clone(),
         shm: args.shm.clone(),
         driver,
+        uring_taskrun: args.uring_taskrun,
         cores,
         poll_interval: Duration::from_millis(args.poll_ms.max(1)),
         max_header_bytes: args.max_header_bytes,
