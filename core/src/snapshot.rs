@@ -6,9 +6,9 @@
 //! at [`Backend`]s by index, each with its endpoints' socket addresses. The
 //! dataplane never has to know about Gateway API objects.
 //!
-//! Bounded values are newtypes that cannot hold invalid values ([`Hostname`],
-//! [`Weight`]); they are checked again when a snapshot is decoded, because the
-//! bytes in shared memory are not trusted.
+//! Bounded values are newtypes that cannot hold invalid values
+//! ([`Hostname`]); they are checked again when a snapshot is decoded, because
+//! the bytes in shared memory are not trusted.
 
 pub mod codec;
 

@@ -10,6 +10,7 @@
 
 use crate::h2::{connection_specific, h2_io, push_field, read_body, send_framed, Framing, Sent};
 use bytes::Bytes;
+use foldhash::HashMap;
 use h2::client::{ResponseFuture, SendRequest};
 use h2::{RecvStream, SendStream};
 use http::header::{HeaderName, HeaderValue};
@@ -18,7 +19,6 @@ use monoio::net::TcpStream;
 use monoio_compat::StreamWrapper;
 use shardgate_core::http1::{parse_request, BodyKind, ChunkedDecoder, RequestHead};
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;

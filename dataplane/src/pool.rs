@@ -5,7 +5,6 @@ use crate::h2c::{H2Clients, H2Exchange};
 use crate::transfer::Io;
 use monoio::net::TcpStream;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -104,14 +103,14 @@ pub(crate) enum ConnectError {
 
 /// Idle upstream connections of one worker.
 pub(crate) struct Pool {
-    idle: RefCell<HashMap<SocketAddr, Vec<Upstream>>>,
+    idle: RefCell<foldhash::HashMap<SocketAddr, Vec<Upstream>>>,
     max_idle: usize,
 }
 
 impl Pool {
     pub(crate) fn new(max_idle: usize) -> Self {
         Self {
-            idle: RefCell::new(HashMap::new()),
+            idle: RefCell::default(),
             max_idle,
         }
     }

@@ -558,6 +558,25 @@ async fn read_response_head(
     }
 }
 
+/// Appends an address as text: IPv4 without the formatting machinery (it
+/// goes into every forwarded request), IPv6 through `Display`.
+fn push_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(digits.format(octet).as_bytes());
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
 /// The origin-form part of a request target.
 fn origin_form(target: &str) -> &str {
     if target.starts_with('/') || target == "*" {
@@ -719,7 +738,8 @@ fn write_request_head(
         },
         |i, out| {
             if Some(i) == last_xff {
-                let _ = write!(out, ", {}", peer.ip());
+                out.extend_from_slice(b", ");
+                push_ip(out, peer.ip());
             }
         },
         out,
@@ -728,7 +748,9 @@ fn write_request_head(
         write_field(out, "host", h);
     }
     if last_xff.is_none() {
-        let _ = write!(out, "x-forwarded-for: {}\r\n", peer.ip());
+        out.extend_from_slice(b"x-forwarded-for: ");
+        push_ip(out, peer.ip());
+        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(if https {
         b"x-forwarded-proto: https\r\n"
@@ -805,6 +827,23 @@ async fn mirror(worker: Rc<Worker>, endpoint: SocketAddr, h2c: bool, mut request
 mod tests {
     use super::*;
     use shardgate_core::http1::parse_request;
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.200.3.45",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::8:1",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            let mut out = b"x".to_vec();
+            push_ip(&mut out, ip);
+            assert_eq!(out, format!("x{ip}").into_bytes());
+        }
+    }
 
     #[test]
     fn grpc_timeouts_parse_with_their_units() {

@@ -7,7 +7,6 @@
 //! waiting holds nothing once it ends.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -17,7 +16,7 @@ use std::task::{Context, Poll, Waker};
 struct Inner {
     fired: Cell<bool>,
     next_id: Cell<u64>,
-    wakers: RefCell<HashMap<u64, Waker>>,
+    wakers: RefCell<foldhash::HashMap<u64, Waker>>,
 }
 
 /// A stop signal shared by tasks of one worker.

@@ -46,7 +46,7 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// A loopback address of this test's own: 127.<pid-derived>.<counter>.<counter / 250 + 1>.
+/// A loopback address of this test's own: `127.<pid-derived>.<counter>.<counter / 250 + 1>`.
 /// The first 250 are 127.x.y.1; the conformance runner needs thousands (a Gateway and a
 /// pod each get one), so the fourth byte takes over before an address comes back.
 pub fn unique_ip() -> Ipv4Addr {

@@ -11,8 +11,8 @@ use crate::snapshot::{
     Backend, Certificate, Filters, HostMatch, ListenerProtocol, MatchKind, ObjectRef, PathMatch,
     Retry, RouteRef, Snapshot, Timeouts, Transport, WeightedBackend,
 };
+use foldhash::HashMap;
 use regex::Regex;
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 /// A snapshot that decoded but cannot be compiled.
@@ -60,7 +60,8 @@ pub struct ListenerInfo {
     pub gateway: ObjectRef,
     /// The listener's name.
     pub name: String,
-    /// Indices into [`RouteTable::certificates`] (terminating listeners).
+    /// Indices of the table's certificates, for [`RouteTable::certificate`]
+    /// (terminating listeners).
     pub certificates: Vec<u32>,
 }
 

@@ -474,7 +474,7 @@ pub struct PodPlan {
     pub workload: Workload,
 }
 
-/// What a pod runs (see [`Store::workload`]).
+/// What a pod runs (see `Store::workload`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Workload {
     /// echo-basic's HTTP mode: HTTP on [`HTTP_PORT`], h2c on [`H2C_PORT`] and, with a key

@@ -6,7 +6,7 @@
 //! phase, its `before:` entries and cases, the change, its `after:` entries and cases; then
 //! the HTTP cases in order (with their mirror checks), then the gRPC cases; then the weighted
 //! distribution and the other multi-request checks. A few folders change objects at points
-//! their data does not encode as phases; [`special`] lists them, taken from their
+//! their data does not encode as phases; `special` lists them, taken from their
 //! `other_checks`.
 
 use super::cases::{Cases, Helper, HttpCase, StatusEntry, TlsExpect};

@@ -6,7 +6,7 @@
 //!
 //! Go accepts a certificate that is itself in the root pool, and matches `*.org` against
 //! `example.org`; webpki does neither (a self-signed leaf with CA=false is no anchor to it,
-//! and it wants two labels after a wildcard). [`GoRootPool`] therefore accepts a pinned leaf
+//! and it wants two labels after a wildcard). `GoRootPool` therefore accepts a pinned leaf
 //! by its bytes and checks the name the way Go's `VerifyHostname` does, and leaves CA-issued
 //! chains to webpki.
 
