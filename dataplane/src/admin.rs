@@ -51,6 +51,7 @@ pub fn snapshot_json(shared: &Shared) -> serde_json::Value {
                 "applied": w.metrics.snapshots_applied.get(),
                 "rejected": w.metrics.snapshots_rejected.get(),
                 "io_driver": if w.io_uring.load(Ordering::Relaxed) { "io_uring" } else { "epoll" },
+                "uring_taskrun": crate::runtime::UringTaskrun::name_from_status(w.uring_taskrun.load(Ordering::Relaxed)),
                 "connections": w.metrics.connections_active.get(),
                 "listeners": w.listeners.load(Ordering::Relaxed),
                 "bind_errors": w.bind_errors.load(Ordering::Relaxed),

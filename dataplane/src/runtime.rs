@@ -22,6 +22,19 @@ pub enum IoDriver {
     Epoll,
 }
 
+impl UringTaskrun {
+    /// The name `--uring-taskrun` takes, from a worker's status value
+    /// (`mode as u8 + 1`; 0 for a worker not on io_uring).
+    pub fn name_from_status(v: u8) -> Option<&'static str> {
+        match v {
+            1 => Some("defer"),
+            2 => Some("coop"),
+            3 => Some("immediate"),
+            _ => None,
+        }
+    }
+}
+
 /// When the kernel runs io_uring completion work (the "task work" that turns
 /// a socket's readiness into a completion) for a worker's ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -160,8 +173,11 @@ fn run_worker(id: usize, cfg: Arc<WorkerConfig>, shared: Arc<Shared>, wake: Opti
     let status = &shared.workers[id];
     let result = match driver {
         IoDriver::Uring | IoDriver::Auto => match uring_runtime(cfg.uring_taskrun) {
-            Ok(mut rt) => {
+            Ok((mut rt, mode)) => {
                 status.io_uring.store(true, Ordering::Relaxed);
+                status
+                    .uring_taskrun
+                    .store(mode as u8 + 1, Ordering::Relaxed);
                 rt.block_on(worker::run(id, Arc::clone(&cfg), Arc::clone(&shared), wake));
                 Ok(())
             }
@@ -183,7 +199,10 @@ fn run_worker(id: usize, cfg: Arc<WorkerConfig>, shared: Arc<Shared>, wake: Opti
 /// setup flags they do not know).
 fn uring_runtime(
     mode: UringTaskrun,
-) -> std::io::Result<monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>> {
+) -> std::io::Result<(
+    monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>,
+    UringTaskrun,
+)> {
     let modes: &[UringTaskrun] = match mode {
         UringTaskrun::Defer => &[
             UringTaskrun::Defer,
@@ -215,7 +234,7 @@ fn uring_runtime(
                 if m != mode {
                     tracing::info!(asked = ?mode, using = ?m, "io_uring task-run mode not supported by this kernel");
                 }
-                return Ok(rt);
+                return Ok((rt, m));
             }
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
             Err(e) => return Err(e),
@@ -256,7 +275,9 @@ mod tests {
             UringTaskrun::Coop,
             UringTaskrun::Immediate,
         ] {
-            let mut rt = uring_runtime(mode).unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+            let (mut rt, used) = uring_runtime(mode).unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+            // This kernel (6.1+ in CI) takes every mode as asked.
+            assert_eq!(used, mode);
             let echoed = rt.block_on(async {
                 let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
                 let addr = listener.local_addr().unwrap();

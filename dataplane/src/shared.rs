@@ -7,7 +7,7 @@
 
 use crate::metrics::{RequestSeries, SeriesLabels, WorkerMetrics};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 /// One worker's published state.
@@ -21,6 +21,9 @@ pub struct WorkerStatus {
     pub applied_unix_nanos: AtomicU64,
     /// Whether the worker runs on io_uring (else epoll).
     pub io_uring: AtomicBool,
+    /// The io_uring task-run mode in use (`UringTaskrun as u8 + 1`; 0: not
+    /// on io_uring).
+    pub uring_taskrun: AtomicU8,
     /// Listening sockets open.
     pub listeners: AtomicU64,
     /// Listening sockets that failed to bind.

@@ -279,6 +279,17 @@ fn admin_endpoints_answer(driver: Driver) {
         assert_eq!(w["rules"].as_u64(), Some(29), "{w}");
         assert_eq!(w["listeners"].as_u64(), Some(1));
         assert!(w["applied_unix_nanos"].as_u64() >= w["published_unix_nanos"].as_u64());
+        match driver {
+            Driver::Uring => {
+                assert_eq!(w["io_driver"], "io_uring", "{w}");
+                // The default, on any kernel that runs these tests (6.1+).
+                assert_eq!(w["uring_taskrun"], "defer", "{w}");
+            }
+            Driver::Epoll => {
+                assert_eq!(w["io_driver"], "epoll", "{w}");
+                assert_eq!(w["uring_taskrun"], serde_json::Value::Null, "{w}");
+            }
+        }
     }
 }
 
