@@ -28,6 +28,8 @@ pub struct Metrics {
     pub generation: IntGauge,
     /// Status file writes.
     pub status_writes: IntCounter,
+    /// Scans of the configuration directory (standalone mode).
+    pub config_scans: IntCounter,
     /// Errors by kind (`config`, `publish`, `status`, `status_conflict`).
     pub errors: IntCounterVec,
     /// 1 while this controlplane holds the leader Lease (kube mode).
@@ -139,6 +141,11 @@ impl Metrics {
             "Status writes (file in standalone mode).",
         )
         .expect("valid metric");
+        let config_scans = IntCounter::new(
+            "shardgate_controlplane_config_scans_total",
+            "Scans of the configuration directory (standalone mode): one per change burst and per --rescan-ms.",
+        )
+        .expect("valid metric");
         let errors = IntCounterVec::new(
             Opts::new("shardgate_controlplane_errors_total", "Errors, by kind."),
             &["kind"],
@@ -169,6 +176,7 @@ impl Metrics {
             Box::new(publication_bytes.clone()),
             Box::new(generation.clone()),
             Box::new(status_writes.clone()),
+            Box::new(config_scans.clone()),
             Box::new(errors.clone()),
             Box::new(leader.clone()),
             Box::new(api_reachable.clone()),
@@ -187,6 +195,7 @@ impl Metrics {
             publication_bytes,
             generation,
             status_writes,
+            config_scans,
             errors,
             leader,
             api_reachable,

@@ -173,6 +173,7 @@ fn run_files(
         let scan = dir
             .rescan()
             .context("cannot scan the configuration directory")?;
+        metrics.config_scans.inc();
         for e in scan.errors.iter().filter(|e| !reported.contains(e)) {
             metrics.errors.with_label_values(&["config"]).inc();
             tracing::error!(error = %e, "configuration file rejected; its last good objects stay in force");
@@ -215,7 +216,7 @@ fn wait_for_change(rx: &crossbeam_channel::Receiver<()>, args: &Args) {
 fn watch(dir: &Path, tx: crossbeam_channel::Sender<()>) -> Option<notify::RecommendedWatcher> {
     use notify::Watcher;
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        if event.as_ref().is_ok_and(is_change) {
             let _ = tx.send(());
         }
     });
@@ -234,9 +235,66 @@ fn watch(dir: &Path, tx: crossbeam_channel::Sender<()>) -> Option<notify::Recomm
     }
 }
 
+/// Whether a notification can mean new content. Opening and reading
+/// (inotify's IN_OPEN, IN_CLOSE_NOWRITE) cannot, and our own scan does both:
+/// counting them made every scan trigger the next one, a rescan every
+/// `--coalesce-ms` forever.
+fn is_change(event: &notify::Event) -> bool {
+    !matches!(event.kind, notify::EventKind::Access(_))
+}
+
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, ModifyKind, RemoveKind};
+    use notify::{Event, EventKind};
+
+    #[test]
+    fn reads_are_not_changes() {
+        for kind in [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            EventKind::Access(AccessKind::Read),
+        ] {
+            assert!(!is_change(&Event::new(kind)), "{kind:?}");
+        }
+        for kind in [
+            EventKind::Create(CreateKind::File),
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            EventKind::Remove(RemoveKind::File),
+            EventKind::Any,
+            EventKind::Other,
+        ] {
+            assert!(is_change(&Event::new(kind)), "{kind:?}");
+        }
+    }
+
+    /// A scan of a watched directory (it opens the directory and every
+    /// file) raises no change; a write after it does.
+    #[test]
+    fn our_own_scan_does_not_wake_us() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), "").unwrap();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let _watcher = watch(dir.path(), tx).expect("inotify here");
+        ConfigDir::new(dir.path()).rescan().unwrap();
+        std::fs::write(dir.path().join("b.yaml"), "").unwrap();
+        // inotify reports in order: whatever the scan raised comes first.
+        // The write raises create, modify and close-write; nothing else
+        // may have come before them.
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("the write is seen");
+        let mut seen = 1;
+        while rx.recv_timeout(Duration::from_millis(200)).is_ok() {
+            seen += 1;
+        }
+        assert!(seen <= 3, "{seen} notifications for one write after a scan");
+    }
 }

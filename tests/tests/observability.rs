@@ -157,6 +157,7 @@ fn counts_every_request_exactly(driver: Driver) {
     assert!(sum(&cp, "shardgate_controlplane_snapshots_published_total", &[]) >= 1.0);
     assert!(sum(&cp, "shardgate_controlplane_translation_seconds_count", &[]) >= 1.0);
     assert!(sum(&cp, "shardgate_controlplane_status_writes_total", &[]) >= 1.0);
+    assert!(sum(&cp, "shardgate_controlplane_config_scans_total", &[]) >= 1.0);
 }
 
 fn records_every_snapshot_application(driver: Driver) {
