@@ -3,7 +3,7 @@
 //! interleaved (A B C A B C …), medians and min–max reported as ratios.
 //!
 //! ```text
-//!  shardgate-bench run [--quick] [--scenarios 1,2,3,4,5,6,7,9] [--runs 3] [--seconds 10]
+//!  shardgate-bench run [--quick] [--scenarios 1,2,3,4,5,6,7,8,9] [--runs 3] [--seconds 10]
 //!                      [--churn-seconds 30] [--proxy-cores 1] [--load-cores 0]
 //!                      [--backend-cores 0] [--out DIR]
 //!  shardgate-bench load --addr IP:PORT [--connections 64] [--seconds 10] [--rate R]
@@ -14,17 +14,22 @@
 //! scenario and run each contender in turn: start it pinned to
 //! `--proxy-cores`, wait until it answers, run the load generator (this
 //! binary's `load`, pinned to `--load-cores`) for a warm-up and the measured
-//! window, read the proxy's CPU time and peak RSS from /proc, stop it. The
-//! report (Markdown and SVG) goes to `--out`.
+//! window, read the proxy's CPU time and peak RSS from /proc, stop it.
+//! Scenario 8 repeats scenario 1 with the proxy on the first 1, 2, 4, … of
+//! `--proxy-cores` (one worker per core). The report (Markdown and SVG) goes
+//! to `--out`.
 #![forbid(unsafe_code)]
 
 mod contenders;
+mod cores;
 mod load;
 mod report;
+mod scaling;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use contenders::{Bins, Kind, Setup, TlsFiles};
+use cores::CoreList;
 use load::{LoadResult, LoadSpec, TlsSpec};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -54,8 +59,10 @@ struct RunArgs {
     /// Scenarios to run (1: keep-alive small response, 2: new connection
     /// per request, 3: HTTPS keep-alive, 4: TLS handshakes, full and
     /// resumed, 5: 1 MiB responses, 6: route-table scale, 7: configuration
-    /// churn, 9: HTTP/2 keep-alive).
-    #[arg(long, value_delimiter = ',', default_values_t = [1u8, 2, 3, 4, 5, 6, 7, 9])]
+    /// churn, 8: core scaling (scenario 1 with 1, 2, 4, … workers on as
+    /// many of the proxy cores; skipped with a note when --proxy-cores
+    /// names one core), 9: HTTP/2 keep-alive).
+    #[arg(long, value_delimiter = ',', default_values_t = [1u8, 2, 3, 4, 5, 6, 7, 8, 9])]
     scenarios: Vec<u8>,
     /// Contenders, in run order.
     #[arg(long, value_delimiter = ',', default_values = ["shardgate", "nginx", "haproxy"])]
@@ -76,17 +83,18 @@ struct RunArgs {
     /// Client connections.
     #[arg(long, default_value_t = 64)]
     connections: usize,
-    /// Cores for the proxies (taskset list); their worker count is the
-    /// number of cores listed.
+    /// Cores for the proxies (taskset list: `1`, `0-3`, `8-15`, `0,2,4-5`);
+    /// their worker count is the number of cores listed. Scenario 8 uses
+    /// the first 1, 2, 4, … of them.
     #[arg(long, default_value = "1")]
-    proxy_cores: String,
-    /// Cores for the load generator.
+    proxy_cores: CoreList,
+    /// Cores for the load generator (one load thread per core).
     #[arg(long, default_value = "0")]
-    load_cores: String,
-    /// Cores for the backend.
+    load_cores: CoreList,
+    /// Cores for the backend (one nginx worker per core).
     #[arg(long, default_value = "0")]
-    backend_cores: String,
-    /// Where the report goes (default: bench/results/<UTC date-time>).
+    backend_cores: CoreList,
+    /// Where the report goes (default: `bench/results/<UTC date-time>`).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Directory of shardgate-controlplane and shardgate-dataplane (default:
@@ -358,13 +366,12 @@ fn run(mut a: RunArgs) -> anyhow::Result<()> {
             .map(String::from)
             .collect(),
     };
-    let workers = cores_in(&a.proxy_cores);
     let out = a.out.clone().unwrap_or_else(|| {
         PathBuf::from("bench/results").join(report::timestamp().replace(':', ""))
     });
     std::fs::create_dir_all(&out)?;
     let work = tempdir()?;
-    let result = run_in(&a, &contenders, &bins, &me, &work, workers, &out);
+    let result = run_in(&a, &contenders, &bins, &me, &work, &out);
     if a.keep_work {
         eprintln!("working directory kept: {}", work.display());
     } else {
@@ -379,15 +386,14 @@ fn run_in(
     bins: &Bins,
     me: &Path,
     work: &Path,
-    workers: usize,
     out: &Path,
 ) -> anyhow::Result<()> {
     let backend_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let _backend = contenders::backend(
         work,
-        &a.backend_cores,
+        &a.backend_cores.to_string(),
         backend_addr,
-        cores_in(&a.backend_cores),
+        a.backend_cores.len(),
     )?;
     contenders::wait_ready(backend_addr, "/", Duration::from_secs(10)).context("backend")?;
     let tls = TlsFiles::generate(work)?;
@@ -397,7 +403,7 @@ fn run_in(
         me,
         work,
         backend: backend_addr,
-        workers,
+        proxy: a.proxy_cores.clone(),
         tls: &tls,
     };
 
@@ -513,17 +519,31 @@ fn run_in(
             }
         }
     }
+    let mut scaling_rows = Vec::new();
+    let mut scaling_note = None;
+    if a.scenarios.contains(&8) {
+        scaling_note = scaling::skip_note(&env.proxy, report::machine_cores());
+        match &scaling_note {
+            Some(note) => eprintln!("{note}"),
+            None => scaling_rows = scaling::run(&env, contenders)?,
+        }
+    }
     let machine = report::machine();
     let mut md = report::markdown(
         &results,
         contenders,
-        &a.proxy_cores,
+        &a.proxy_cores.to_string(),
         a.runs,
         a.seconds,
         &machine,
     );
     md.push_str(&report::route_scale(&scale, contenders));
     md.push_str(&report::churn(&churn, contenders, a.churn_seconds));
+    md.push_str(&report::scaling(
+        &scaling_rows,
+        contenders,
+        scaling_note.as_deref(),
+    ));
     std::fs::write(out.join("report.md"), &md)?;
     for (s, samples) in &results {
         std::fs::write(
@@ -537,6 +557,12 @@ fn run_in(
             report::churn_svg(&churn, contenders),
         )?;
     }
+    if !scaling_rows.is_empty() {
+        std::fs::write(
+            out.join("scenario-8.svg"),
+            report::scaling_svg(&scaling_rows, contenders),
+        )?;
+    }
     println!("{md}");
     eprintln!("report: {}", out.join("report.md").display());
     // Failures during configuration churn are a result (the report counts
@@ -545,6 +571,7 @@ fn run_in(
         .iter()
         .flat_map(|(_, s)| s)
         .chain(scale.iter().map(|r| &r.sample))
+        .chain(scaling_rows.iter().map(|r| &r.sample))
         .map(|s| s.load.errors)
         .sum();
     if errors > 0 {
@@ -554,17 +581,34 @@ fn run_in(
 }
 
 /// What every measurement needs.
+#[derive(Clone)]
 struct Env<'a> {
     a: &'a RunArgs,
     bins: &'a Bins,
     me: &'a Path,
     work: &'a Path,
     backend: SocketAddr,
-    workers: usize,
+    /// The proxy's cores, one worker (nginx worker process, HAProxy
+    /// thread, Shardgate worker) on each: `--proxy-cores`, or in scenario
+    /// 8 a prefix of it.
+    proxy: CoreList,
     tls: &'a TlsFiles,
 }
 
-impl Env<'_> {
+impl<'a> Env<'a> {
+    /// The same, with the proxy on `cores` instead (and as many workers).
+    fn with_proxy_cores(&self, cores: CoreList) -> Env<'a> {
+        Env {
+            proxy: cores,
+            ..self.clone()
+        }
+    }
+
+    /// Workers per proxy: one per proxy core.
+    fn workers(&self) -> usize {
+        self.proxy.len()
+    }
+
     fn start(
         &self,
         kind: Kind,
@@ -575,8 +619,8 @@ impl Env<'_> {
             kind,
             self.work,
             self.bins,
-            &self.a.proxy_cores,
-            self.workers,
+            &self.proxy.to_string(),
+            self.workers(),
             listen,
             self.backend,
             setup,
@@ -635,7 +679,7 @@ impl Load {
     fn command(&self, a: &RunArgs, me: &Path, listen: SocketAddr, seconds: u64) -> Command {
         let mut cmd = Command::new("taskset");
         cmd.arg("-c")
-            .arg(&a.load_cores)
+            .arg(a.load_cores.to_string())
             .arg(me)
             .arg("load")
             .args([
@@ -647,7 +691,7 @@ impl Load {
                 &self.path,
             ])
             .args(["--connections", &a.connections.to_string()])
-            .args(["--threads", &cores_in(&a.load_cores).to_string()])
+            .args(["--threads", &a.load_cores.len().to_string()])
             .args(["--seconds", &seconds.to_string()])
             .args(["--timeline-ms", &self.timeline_ms.to_string()]);
         if self.new_connection {
@@ -828,7 +872,7 @@ fn churn_run(env: &Env<'_>, kind: Kind) -> anyhow::Result<ChurnRow> {
             kind,
             &group,
             env.work,
-            env.workers,
+            env.workers(),
             listen,
             env.backend,
             &setup,
@@ -865,7 +909,7 @@ fn churn_run(env: &Env<'_>, kind: Kind) -> anyhow::Result<ChurnRow> {
             .filter(|&g| g > g0)
             .collect();
         let applied = contenders::shardgate_applied(env.work);
-        let delays = (0..env.workers as u64)
+        let delays = (0..env.workers() as u64)
             .map(|w| WorkerDelays {
                 worker: w,
                 published: published.len(),
@@ -908,7 +952,7 @@ fn measure_h2(
     let h2load = |seconds: u64| {
         std::process::Command::new("taskset")
             .arg("-c")
-            .arg(&a.load_cores)
+            .arg(a.load_cores.to_string())
             .args(["h2load", "-c", &a.connections.to_string(), "-m", "10"])
             .args(["-D", &seconds.to_string(), &url])
             .output()
@@ -963,20 +1007,6 @@ fn measure_h2(
     })
 }
 
-/// How many cores a taskset list names (`1`, `0-3`, `0,2`).
-fn cores_in(list: &str) -> usize {
-    list.split(',')
-        .map(|part| match part.split_once('-') {
-            Some((a, b)) => match (a.trim().parse::<usize>(), b.trim().parse::<usize>()) {
-                (Ok(a), Ok(b)) if b >= a => b - a + 1,
-                _ => 1,
-            },
-            None => 1,
-        })
-        .sum::<usize>()
-        .max(1)
-}
-
 fn which(tool: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
         .to_str()?
@@ -990,16 +1020,4 @@ fn tempdir() -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("shardgate-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn core_lists_count() {
-        assert_eq!(cores_in("1"), 1);
-        assert_eq!(cores_in("0-3"), 4);
-        assert_eq!(cores_in("0,2,4-5"), 4);
-    }
 }

@@ -1,9 +1,11 @@
 //! The report: per scenario and contender the median (min–max) of req/s,
 //! proxy CPU per request, latency percentiles, peak RSS and errors, and
 //! Shardgate's ratios against each peer; one SVG bar chart per scenario;
-//! the route-scale table; the churn tables and a req/s timeline.
+//! the route-scale table; the churn tables and a req/s timeline; the
+//! core-scaling table and its efficiency curve.
 
 use crate::contenders::Kind;
+use crate::scaling::{efficiency, ScalingRow};
 use crate::{ChurnRow, Sample, ScaleRow, Scenario};
 use std::fmt::Write as _;
 
@@ -28,11 +30,16 @@ pub fn machine() -> String {
                 .map(|s| s.trim().to_owned())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cores = machine_cores();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_owned())
         .unwrap_or_default();
     format!("{cpu}, {cores} cores, Linux {kernel}")
+}
+
+/// The cores this process may run on (0 if unknown).
+pub fn machine_cores() -> usize {
+    std::thread::available_parallelism().map_or(0, |n| n.get())
 }
 
 /// The `q` quantile of `values` (nearest rank; 0 when empty).
@@ -428,6 +435,189 @@ pub fn svg(s: &Scenario, samples: &[Sample], contenders: &[Kind]) -> String {
     out
 }
 
+/// Scenario 8's medians for one contender and worker count: req/s, CPU
+/// µs per request, p99 µs, each as (median, min, max).
+struct ScalingPoint {
+    workers: usize,
+    cores: String,
+    rps: (f64, f64, f64),
+    cpu: (f64, f64, f64),
+    p99: (f64, f64, f64),
+    errors: u64,
+}
+
+/// The worker counts scenario 8 ran with, ascending.
+fn scaling_steps(rows: &[ScalingRow]) -> Vec<usize> {
+    let mut steps: Vec<usize> = rows.iter().map(|r| r.workers).collect();
+    steps.sort_unstable();
+    steps.dedup();
+    steps
+}
+
+/// Scenario 8's rows, per contender (in `contenders` order) and worker
+/// count (ascending).
+fn scaling_points(rows: &[ScalingRow], contenders: &[Kind]) -> Vec<(Kind, Vec<ScalingPoint>)> {
+    let steps = scaling_steps(rows);
+    contenders
+        .iter()
+        .map(|&k| {
+            let points = steps
+                .iter()
+                .filter_map(|&w| {
+                    let mine: Vec<&ScalingRow> = rows
+                        .iter()
+                        .filter(|r| r.workers == w && r.sample.contender == k)
+                        .collect();
+                    let samples: Vec<Sample> = mine.iter().map(|r| r.sample.clone()).collect();
+                    Some(ScalingPoint {
+                        workers: w,
+                        cores: mine.first()?.cores.clone(),
+                        rps: column(&samples, k, |x| x.load.rps),
+                        cpu: column(&samples, k, Sample::cpu_us_per_request),
+                        p99: column(&samples, k, |x| x.load.p99_us as f64),
+                        errors: samples.iter().map(|x| x.load.errors).sum(),
+                    })
+                })
+                .collect();
+            (k, points)
+        })
+        .collect()
+}
+
+/// Efficiency of each point against the contender's one-worker median
+/// req/s.
+fn efficiencies(points: &[ScalingPoint]) -> Vec<f64> {
+    let one = points
+        .iter()
+        .find(|p| p.workers == 1)
+        .map_or(0.0, |p| p.rps.0);
+    points
+        .iter()
+        .map(|p| efficiency(p.rps.0, p.workers, one))
+        .collect()
+}
+
+/// Scenario 8's table: per worker count and contender, req/s, CPU per
+/// request, p99 and efficiency against k × one worker; or, when it was
+/// skipped, the note saying why.
+pub fn scaling(rows: &[ScalingRow], contenders: &[Kind], skipped: Option<&str>) -> String {
+    if let Some(note) = skipped {
+        return format!("## Scenario 8: core scaling\n\n{note}.\n\n");
+    }
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("## Scenario 8: core scaling\n\nScenario 1 (HTTP/1.1 keep-alive, 13-byte response, closed loop) with k workers pinned to the first k proxy cores (Shardgate `--workers k`, nginx `worker_processes k`, HAProxy `nbthread k`); the load generator and backend keep their own cores. *Efficiency* is the median req/s with k workers over k × the same contender's median req/s with one (1.00: linear scaling). Medians (min–max) of the interleaved runs.\n\n| workers | cores | contender | req/s | CPU µs/request | p99 µs | efficiency | errors |\n|---:|---|---|---:|---:|---:|---:|---:|\n");
+    let points = scaling_points(rows, contenders);
+    let steps = scaling_steps(rows);
+    for &w in &steps {
+        for (k, mine) in &points {
+            let eff = efficiencies(mine);
+            if let Some((p, e)) = mine.iter().zip(eff).find(|(p, _)| p.workers == w) {
+                let _ = writeln!(
+                    out,
+                    "| {w} | `{}` | {} | {} | {} | {} | {e:.2} | {} |",
+                    p.cores,
+                    k.name(),
+                    cell(p.rps, 0),
+                    cell(p.cpu, 1),
+                    latency(p.p99),
+                    p.errors
+                );
+            }
+        }
+    }
+    if let Some(&n) = steps.last() {
+        let at_n: Vec<String> = points
+            .iter()
+            .filter_map(|(k, mine)| {
+                let e = *efficiencies(mine).last()?;
+                (mine.last()?.workers == n).then(|| format!("{} {e:.2}", k.name()))
+            })
+            .collect();
+        let _ = writeln!(out, "\nEfficiency with {n} workers: {}.", at_n.join(", "));
+    }
+    out.push_str("\n![scenario 8](scenario-8.svg)\n\n");
+    out
+}
+
+/// Scenario 8's chart: efficiency against worker count per contender, the
+/// linear-scaling line at 1.0 dashed; each point's title gives its req/s.
+pub fn scaling_svg(rows: &[ScalingRow], contenders: &[Kind]) -> String {
+    let (w, left, top, plot_h) = (640.0, 60.0, 40.0, 200.0);
+    let h = top + plot_h + 50.0 + 16.0 * contenders.len() as f64;
+    let plot_w = w - left - 40.0;
+    let points = scaling_points(rows, contenders);
+    let steps = scaling_steps(rows);
+    let curves: Vec<(Kind, Vec<(&ScalingPoint, f64)>)> = points
+        .iter()
+        .map(|(k, mine)| (*k, mine.iter().zip(efficiencies(mine)).collect()))
+        .collect();
+    let max_eff = curves
+        .iter()
+        .flat_map(|(_, c)| c.iter().map(|(_, e)| *e))
+        .fold(1.2, f64::max);
+    let y = |e: f64| top + plot_h - plot_h * e / max_eff;
+    // Worker counts are spaced evenly (1, 2, 4, 8, … read as a log scale).
+    let x = |workers: usize| {
+        let i = steps.iter().position(|&s| s == workers).unwrap_or(0);
+        left + plot_w * i as f64 / (steps.len().max(2) - 1) as f64
+    };
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<text x=\"10\" y=\"20\" font-size=\"14\">Scenario 8: core scaling, efficiency = req/s(k) / (k × req/s(1))</text>\n<line x1=\"{left}\" y1=\"{y0}\" x2=\"{x1}\" y2=\"{y0}\" stroke=\"#999\"/>\n<line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{y0}\" stroke=\"#999\"/>\n<line x1=\"{left}\" y1=\"{y1:.1}\" x2=\"{x1}\" y2=\"{y1:.1}\" stroke=\"#999\" stroke-dasharray=\"4 3\"/>\n<text x=\"{lx}\" y=\"{y1:.1}\" text-anchor=\"end\">1.0</text>\n<text x=\"{lx}\" y=\"{yh:.1}\" text-anchor=\"end\">0.5</text>\n<text x=\"{lx}\" y=\"{y0}\" text-anchor=\"end\">0</text>\n<text x=\"{x1}\" y=\"{ky}\" text-anchor=\"end\">workers (cores)</text>\n",
+        y0 = top + plot_h,
+        x1 = left + plot_w,
+        y1 = y(1.0),
+        yh = y(0.5),
+        lx = left - 5.0,
+        ky = top + plot_h + 30.0,
+    );
+    for &s in &steps {
+        let _ = writeln!(
+            out,
+            "<text x=\"{:.1}\" y=\"{:.0}\" text-anchor=\"middle\">{s}</text>",
+            x(s),
+            top + plot_h + 15.0
+        );
+    }
+    let colors = ["#2b6cb0", "#38a169", "#d69e2e"];
+    for (i, (k, curve)) in curves.iter().enumerate() {
+        let color = colors[i % colors.len()];
+        let path: Vec<String> = curve
+            .iter()
+            .map(|(p, e)| format!("{:.1},{:.1}", x(p.workers), y(*e)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{}\"/>",
+            path.join(" ")
+        );
+        for (p, e) in curve {
+            let _ = writeln!(
+                out,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{color}\"><title>{} with {} worker(s): {:.0} req/s, efficiency {e:.2}</title></circle>",
+                x(p.workers),
+                y(*e),
+                xml(k.name()),
+                p.workers,
+                p.rps.0
+            );
+        }
+        let last = curve.last().map_or(0.0, |(p, _)| p.rps.0);
+        let _ = writeln!(
+            out,
+            "<rect x=\"{left}\" y=\"{:.0}\" width=\"12\" height=\"12\" fill=\"{color}\"/><text x=\"{:.0}\" y=\"{:.0}\">{} ({last:.0} req/s with {} workers)</text>",
+            top + plot_h + 40.0 + 16.0 * i as f64,
+            left + 16.0,
+            top + plot_h + 50.0 + 16.0 * i as f64,
+            xml(k.name()),
+            curve.last().map_or(0, |(p, _)| p.workers)
+        );
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
 fn xml(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -443,6 +633,55 @@ mod tests {
         assert_eq!(stats(&mut [3.0, 1.0, 2.0]), (2.0, 1.0, 3.0));
         assert_eq!(stats(&mut [4.0, 1.0, 2.0, 3.0]), (2.5, 1.0, 4.0));
         assert_eq!(stats(&mut []), (0.0, 0.0, 0.0));
+    }
+
+    fn scaling_row(kind: Kind, workers: usize, rps: f64) -> ScalingRow {
+        ScalingRow {
+            workers,
+            cores: format!("0-{}", workers - 1),
+            sample: Sample {
+                contender: kind,
+                load: crate::load::LoadResult {
+                    requests: rps as u64,
+                    seconds: 1.0,
+                    rps,
+                    p99_us: 100,
+                    ..Default::default()
+                },
+                cpu_seconds: workers as f64,
+                peak_rss_mib: 1.0,
+            },
+        }
+    }
+
+    #[test]
+    fn scaling_table_gives_efficiency_against_one_worker() {
+        let kinds = [Kind::Shardgate, Kind::Nginx];
+        let rows = [
+            scaling_row(Kind::Shardgate, 1, 1000.0),
+            scaling_row(Kind::Nginx, 1, 800.0),
+            scaling_row(Kind::Shardgate, 2, 1900.0),
+            scaling_row(Kind::Nginx, 2, 1200.0),
+        ];
+        let md = scaling(&rows, &kinds, None);
+        assert!(
+            md.contains("| 2 | `0-1` | shardgate | 1900 (1900–1900) |"),
+            "{md}"
+        );
+        assert!(md.contains("| 0.95 |"), "{md}");
+        assert!(md.contains("| 0.75 |"), "{md}");
+        assert!(
+            md.contains("Efficiency with 2 workers: shardgate 0.95, nginx 0.75."),
+            "{md}"
+        );
+        let svg = scaling_svg(&rows, &kinds);
+        assert_eq!(svg.matches("<circle").count(), 4, "{svg}");
+    }
+
+    #[test]
+    fn skipped_scaling_is_a_note() {
+        let md = scaling(&[], &[Kind::Nginx], Some("scenario 8 skipped"));
+        assert_eq!(md, "## Scenario 8: core scaling\n\nscenario 8 skipped.\n\n");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! a worker.
 //!
 //! Each worker appends lines to its own buffer. A full buffer (or one older
-//! than [`FLUSH_INTERVAL`]) is handed to the writer thread over a bounded
+//! than `FLUSH_INTERVAL`) is handed to the writer thread over a bounded
 //! channel with `try_send`; if the writer has fallen behind, the lines are
 //! dropped and counted (`shardgate_access_log_dropped_total`), and traffic
 //! never waits. Emptied buffers come back over a second channel for reuse.

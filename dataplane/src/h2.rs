@@ -59,7 +59,7 @@ pub struct H2Limits {
     /// Connection flow-control window.
     pub connection_window: u32,
     /// Streams the peer may reset before we start serving them, per
-    /// [`RESET_WINDOW`]; beyond that the connection is closed with GOAWAY
+    /// `RESET_WINDOW`; beyond that the connection is closed with GOAWAY
     /// (rapid reset, CVE-2023-44487). Also the `h2` crate's cap on reset
     /// streams queued for accept.
     pub max_pending_resets: usize,
