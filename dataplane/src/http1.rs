@@ -157,7 +157,7 @@ pub(crate) async fn serve<S: Stream>(
         conn.cors_response.clear();
         let (read, started) = read_head(&worker, &mut conn, first).await;
         first = false;
-        let active = worker.active();
+        let active = worker.active_now();
         conn.grpc = false;
         match read {
             HeadRead::Complete => {

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 /// terminate listener.
 pub(crate) async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr, key: BindKey) {
     let _guard = worker.connection_opened();
-    let Some(active) = worker.active() else {
+    let Some(active) = worker.active_now() else {
         return;
     };
     let table = &active.table;

@@ -88,9 +88,15 @@ struct Args {
     /// the connection with GOAWAY.
     #[arg(long, default_value_t = 200)]
     h2_max_error_resets: usize,
-    /// Milliseconds between checks for a new snapshot.
+    /// Milliseconds between checks for a new snapshot (the fallback: a
+    /// publication wakes workers at once, and a busy worker also checks at
+    /// every request).
     #[arg(long, default_value_t = 5)]
     poll_ms: u64,
+    /// Diagnostics: no wake thread; workers see publications at their next
+    /// request or poll tick only.
+    #[arg(long)]
+    no_snapshot_wake: bool,
     /// Access log: one JSON line per request, to a file path or `stdout`.
     /// Written off the request path; lines are dropped (and counted) rather
     /// than ever delaying traffic.
@@ -178,6 +184,7 @@ fn run(args: Args) -> Result<(), String> {
         uring_taskrun: args.uring_taskrun,
         cores,
         poll_interval: Duration::from_millis(args.poll_ms.max(1)),
+        snapshot_wake: !args.no_snapshot_wake,
         max_header_bytes: args.max_header_bytes,
         header_timeout: Duration::from_secs(args.header_timeout_secs),
         idle_timeout: Duration::from_secs(args.idle_timeout_secs),

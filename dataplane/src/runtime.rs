@@ -66,6 +66,8 @@ pub struct WorkerConfig {
     /// How often workers look for a new snapshot even without a wake (the
     /// fallback; a publication normally wakes them at once).
     pub poll_interval: Duration,
+    /// Whether a wake thread nudges workers on every publication.
+    pub snapshot_wake: bool,
     /// Longest request head accepted (431 beyond).
     pub max_header_bytes: usize,
     /// Time allowed to receive a whole request head (408 beyond).
@@ -100,6 +102,7 @@ impl Default for WorkerConfig {
             uring_taskrun: UringTaskrun::Defer,
             cores: Vec::new(),
             poll_interval: Duration::from_millis(5),
+            snapshot_wake: true,
             max_header_bytes: 64 * 1024,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
@@ -139,16 +142,21 @@ pub fn spawn_workers(
     shared: Arc<Shared>,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
     let n = shared.workers.len();
-    let started = wake::pairs(n).and_then(|(worker_ends, wakers)| {
-        wake::spawn(cfg.shm.clone(), Arc::clone(&shared), wakers)?;
-        Ok(worker_ends)
-    });
-    let mut wake_ends: Vec<Option<UnixStream>> = match started {
-        Ok(ends) => ends.into_iter().map(Some).collect(),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot start the snapshot wake thread; workers poll only");
-            (0..n).map(|_| None).collect()
+    let no_wake = || (0..n).map(|_| None).collect();
+    let mut wake_ends: Vec<Option<UnixStream>> = if cfg.snapshot_wake {
+        let started = wake::pairs(n).and_then(|(worker_ends, wakers)| {
+            wake::spawn(cfg.shm.clone(), Arc::clone(&shared), wakers)?;
+            Ok(worker_ends)
+        });
+        match started {
+            Ok(ends) => ends.into_iter().map(Some).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the snapshot wake thread; workers poll only");
+                no_wake()
+            }
         }
+    } else {
+        no_wake()
     };
     (0..n)
         .map(|id| {

@@ -1,8 +1,10 @@
 //! A worker: one core's event loop and everything it owns.
 //!
 //! Snapshot lifecycle on a worker, checked when the wake thread nudges it
-//! (within microseconds of a publication, see `wake`) and, as the fallback,
-//! every `poll_interval`:
+//! (within microseconds of a publication, see `wake`), before routing each
+//! request (one atomic load of the segment's generation: a saturated worker
+//! collects its wake only between batches of completions) and, as the
+//! fallback, every `poll_interval`:
 //!
 //! ```text
 //!  Waiting ──segment appears──▶ Following ──new generation──▶ copy (seqlock)
@@ -14,9 +16,9 @@
 //!                                                                    stop removed ones
 //! ```
 //!
-//! Both triggers run the same synchronous `Follower::poll` on the worker's own
-//! thread (the main loop on its tick, a second task on a wake byte), so they
-//! never overlap.
+//! Every trigger runs the same synchronous `Follower::poll` on the worker's
+//! own thread (the main loop on its tick, a second task on a wake byte, the
+//! request about to be routed), so they never overlap.
 //!
 //! Requests in flight hold an `Rc` of the table they started with, so a swap
 //! never disturbs them. On drain the worker stops accepting, wakes idle
@@ -163,6 +165,8 @@ pub(crate) struct Worker {
     pub(crate) access_log: Option<AccessLog>,
     /// Signing keys built from the snapshot's certificates.
     keys: RefCell<KeyCache>,
+    /// The segment and the generations seen.
+    follower: RefCell<Follower>,
 }
 
 impl Worker {
@@ -178,6 +182,21 @@ impl Worker {
     /// The route table (and its series) in force, if any.
     pub(crate) fn active(&self) -> Option<Rc<Active>> {
         self.active.borrow().clone()
+    }
+
+    /// The route table for a request about to be routed, after applying a
+    /// generation published since the last one applied. A busy worker
+    /// collects its wake only between batches of completions (hundreds of
+    /// µs under load); this check, one atomic load from the segment header,
+    /// picks a publication up at the next request instead.
+    pub(crate) fn active_now(self: &Rc<Self>) -> Option<Rc<Active>> {
+        // Already polling (the poll tick or the wake task): nothing to add.
+        if let Ok(mut follower) = self.follower.try_borrow_mut() {
+            if follower.behind() {
+                follower.poll(self);
+            }
+        }
+        self.active()
     }
 
     /// A cheap per-worker pseudo-random number (xorshift64*), for weighted
@@ -257,12 +276,12 @@ pub(crate) async fn run(
         drain: Stop::new(),
         open_connections: Cell::new(0),
         keys: RefCell::new(KeyCache::default()),
+        follower: RefCell::new(Follower::default()),
     });
-    let follower = Rc::new(RefCell::new(Follower::default()));
     if let Some(wake) = wake {
         match monoio::net::UnixStream::from_std(wake) {
             Ok(wake) => {
-                monoio::spawn(follow_wakes(Rc::clone(&worker), Rc::clone(&follower), wake));
+                monoio::spawn(follow_wakes(Rc::clone(&worker), wake));
             }
             Err(e) => {
                 tracing::warn!(worker = id, error = %e, "no snapshot wake; polling only");
@@ -271,17 +290,24 @@ pub(crate) async fn run(
     }
     let mut last_housekeeping = Instant::now();
     while !worker.shared.draining.load(Ordering::Relaxed) {
-        follower.borrow_mut().poll(&worker);
+        worker.follower.borrow_mut().poll(&worker);
         if let Some(log) = &worker.access_log {
             log.flush_if_due(worker.metrics());
         }
         if last_housekeeping.elapsed() >= Duration::from_secs(1) {
             last_housekeeping = Instant::now();
-            follower.borrow_mut().check_replaced();
+            worker.follower.borrow_mut().check_replaced();
             retry_failed_binds(&worker);
             worker.pool.expire();
         }
-        monoio::time::sleep(worker.cfg.poll_interval).await;
+        // Until a first table is in force there is no request to notice a
+        // publication: look often, whatever the poll interval.
+        let pause = if worker.active.borrow().is_none() {
+            worker.cfg.poll_interval.min(Duration::from_millis(10))
+        } else {
+            worker.cfg.poll_interval
+        };
+        monoio::time::sleep(pause).await;
     }
     drain(&worker).await;
 }
@@ -290,11 +316,7 @@ pub(crate) async fn run(
 /// of their socket pair. One read stays pending between wakes (a poll on the
 /// socket in either driver); it costs nothing per request. Ends on drain, or
 /// if the thread's end closes (the poll tick carries on alone).
-async fn follow_wakes(
-    worker: Rc<Worker>,
-    follower: Rc<RefCell<Follower>>,
-    mut wake: monoio::net::UnixStream,
-) {
+async fn follow_wakes(worker: Rc<Worker>, mut wake: monoio::net::UnixStream) {
     use monoio::io::AsyncReadRent;
     // Bytes pile up only while the worker is busy; one read takes them all.
     let mut buf = vec![0u8; 64];
@@ -309,19 +331,21 @@ async fn follow_wakes(
         if worker.shared.draining.load(Ordering::Relaxed) || worker.draining() {
             return;
         }
-        let n = match read {
+        match read {
             Ok(0) => return,
-            Ok(n) => n,
+            Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => {
                 tracing::warn!(worker = worker.id, error = %e, "snapshot wake failed; polling only");
                 return;
             }
-        };
-        let mut follower = follower.borrow_mut();
-        if buf[..n].contains(&crate::wake::REPLACED) {
-            follower.check_replaced();
         }
+        let mut follower = worker.follower.borrow_mut();
+        // Any wake, not only REPLACED, may follow a replacement: the thread
+        // and this worker open the path at different moments, so a segment
+        // replaced before the thread first opened it is news to us, not to
+        // the thread. One stat per wake.
+        follower.check_replaced();
         follower.poll(&worker);
     }
 }
@@ -363,6 +387,13 @@ struct Follower {
 }
 
 impl Follower {
+    /// Whether the segment holds a generation this worker has not read.
+    fn behind(&self) -> bool {
+        self.reader
+            .as_ref()
+            .is_some_and(|r| r.generation() != self.seen)
+    }
+
     fn poll(&mut self, worker: &Rc<Worker>) {
         let reader = match &mut self.reader {
             Some(r) => r,

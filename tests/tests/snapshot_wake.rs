@@ -60,6 +60,50 @@ fn an_injected_snapshot_is_rejected_by_wake_alone(driver: Driver) {
     );
 }
 
+/// The controlplane's generation in force, from its admin `/status`.
+fn published_generation(f: &Fixture) -> u64 {
+    let (_, body) = f.gw.cp_admin_get("/status").expect("controlplane /status");
+    let status: serde_json::Value = serde_json::from_str(&body).expect("status JSON");
+    status["generation"]
+        .as_u64()
+        .expect("generation in /status")
+}
+
+/// With neither wake nor poll tick, a publication still takes effect for
+/// the very next request a worker routes: the request path looks at the
+/// segment's generation (what keeps a worker too busy to collect its wake
+/// up to date).
+fn the_next_request_applies_a_publication_by_itself(driver: Driver) {
+    let mut opts = GatewayOptions::new(driver);
+    opts.dataplane_args
+        .extend(["--no-snapshot-wake", "--poll-ms", "600000"].map(String::from));
+    let f = Fixture::start_with(opts);
+    for (service, pod) in [
+        ("svc-v2", "v2-0-0"),
+        ("svc-v3", "v3-0-0"),
+        ("svc-v1", "v1-0-0"),
+    ] {
+        let before = published_generation(&f);
+        f.gw.write_config("routes.yaml", &routes(service));
+        eventually(
+            "the controlplane publishes the edit",
+            Duration::from_secs(10),
+            || match published_generation(&f) {
+                g if g > before => Ok(()),
+                g => Err(format!("generation {g}")),
+            },
+        );
+        // No retry: whichever worker takes it, this request sees the edit.
+        for _ in 0..4 {
+            assert_eq!(
+                f.get("a", "/switch").pod(),
+                pod,
+                "after publishing {service}"
+            );
+        }
+    }
+}
+
 fn a_replaced_segment_is_followed_by_wake_alone(driver: Driver) {
     let mut f = without_polling(driver);
     f.gw.kill_controlplane();
@@ -75,4 +119,5 @@ shardgate_tests::on_both_drivers!(
     edits_apply_on_every_worker_by_wake_alone,
     an_injected_snapshot_is_rejected_by_wake_alone,
     a_replaced_segment_is_followed_by_wake_alone,
+    the_next_request_applies_a_publication_by_itself,
 );
