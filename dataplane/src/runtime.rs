@@ -23,15 +23,17 @@ pub enum IoDriver {
 }
 
 impl UringTaskrun {
-    /// The name `--uring-taskrun` takes, from a worker's status value
-    /// (`mode as u8 + 1`; 0 for a worker not on io_uring).
-    pub fn name_from_status(v: u8) -> Option<&'static str> {
-        match v {
-            1 => Some("defer"),
-            2 => Some("coop"),
-            3 => Some("immediate"),
-            _ => None,
-        }
+    /// A worker's status value for this mode (0 stays for a worker not on
+    /// io_uring).
+    pub fn status_value(self) -> u8 {
+        self as u8 + 1
+    }
+
+    /// The `--uring-taskrun` name of the mode in a worker's status value.
+    pub fn name_from_status(v: u8) -> Option<String> {
+        use clap::ValueEnum;
+        let mode = Self::value_variants().get(usize::from(v).checked_sub(1)?)?;
+        mode.to_possible_value().map(|p| p.get_name().to_owned())
     }
 }
 
@@ -185,7 +187,7 @@ fn run_worker(id: usize, cfg: Arc<WorkerConfig>, shared: Arc<Shared>, wake: Opti
                 status.io_uring.store(true, Ordering::Relaxed);
                 status
                     .uring_taskrun
-                    .store(mode as u8 + 1, Ordering::Relaxed);
+                    .store(mode.status_value(), Ordering::Relaxed);
                 rt.block_on(worker::run(id, Arc::clone(&cfg), Arc::clone(&shared), wake));
                 Ok(())
             }
@@ -268,6 +270,21 @@ fn run_epoll(
 mod tests {
     use super::*;
     use monoio::io::{AsyncReadRentExt, AsyncWriteRentExt};
+
+    #[test]
+    fn status_values_name_the_flag_values() {
+        assert_eq!(UringTaskrun::name_from_status(0), None);
+        for (mode, name) in [
+            (UringTaskrun::Defer, "defer"),
+            (UringTaskrun::Coop, "coop"),
+            (UringTaskrun::Immediate, "immediate"),
+        ] {
+            assert_eq!(
+                UringTaskrun::name_from_status(mode.status_value()).as_deref(),
+                Some(name)
+            );
+        }
+    }
 
     /// Every task-run mode yields a runtime that completes socket I/O, a
     /// timer and a wait with nothing ready (where the deferred mode would

@@ -21,8 +21,8 @@ pub struct WorkerStatus {
     pub applied_unix_nanos: AtomicU64,
     /// Whether the worker runs on io_uring (else epoll).
     pub io_uring: AtomicBool,
-    /// The io_uring task-run mode in use (`UringTaskrun as u8 + 1`; 0: not
-    /// on io_uring).
+    /// The io_uring task-run mode in use (`UringTaskrun::status_value`; 0:
+    /// not on io_uring).
     pub uring_taskrun: AtomicU8,
     /// Listening sockets open.
     pub listeners: AtomicU64,

@@ -20,8 +20,10 @@
 //!
 //! The thread also notices segment changes that no futex announces: a file
 //! replaced behind the mapping (a fresh controlplane after the old segment
-//! was deleted) is re-opened, and workers get [`REPLACED`] so they re-open
-//! it too, instead of at their once-a-second check.
+//! was deleted) is re-opened and workers are nudged; every nudge makes a
+//! worker check whether the file at the path is still the one it maps (the
+//! thread and a worker open the path at different moments, so only the
+//! worker can tell), instead of at its once-a-second check.
 
 use crate::shared::Shared;
 use shardgate_core::shm::Reader;
@@ -38,10 +40,8 @@ use std::time::Duration;
 /// replaced segment or a drain.
 const WAIT: Duration = Duration::from_millis(100);
 
-/// Wake byte: the segment changed; check it.
-pub(crate) const PUBLISHED: u8 = b'p';
-/// Wake byte: a new file sits at the segment's path; re-open, then check.
-pub(crate) const REPLACED: u8 = b'r';
+/// The wake byte: the segment, or the file at its path, may have changed.
+const NUDGE: u8 = b'p';
 
 /// The thread's ends of the workers' socket pairs, by worker.
 pub(crate) struct Wakers(Vec<Socket>);
@@ -49,9 +49,9 @@ pub(crate) struct Wakers(Vec<Socket>);
 impl Wakers {
     /// Nudges every worker. Never blocks: a full buffer means a wake is
     /// already pending there, and a closed end a worker that has stopped.
-    fn nudge(&self, byte: u8) {
+    fn nudge(&self) {
         for end in &self.0 {
-            match end.send_with_flags(&[byte], libc::MSG_NOSIGNAL) {
+            match end.send_with_flags(&[NUDGE], libc::MSG_NOSIGNAL) {
                 Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                 Err(e) => tracing::debug!(error = %e, "snapshot wake not delivered"),
@@ -96,8 +96,6 @@ fn run(shm: &std::path::Path, shared: &Shared, wakers: &Wakers) {
     tracing::debug!(prompt, "snapshot wake thread started");
     let mut reader: Option<Reader> = None;
     let mut seen = 0u32;
-    // What to tell workers once a segment is (re-)opened.
-    let mut on_open = PUBLISHED;
     while !shared.draining.load(Ordering::Relaxed) {
         let Some(current) = &reader else {
             match Reader::open(shm) {
@@ -106,8 +104,7 @@ fn run(shm: &std::path::Path, shared: &Shared, wakers: &Wakers) {
                     reader = Some(r);
                     // A publication between the workers' last check and our
                     // reading of `seen` would otherwise wait for their poll.
-                    wakers.nudge(on_open);
-                    on_open = PUBLISHED;
+                    wakers.nudge();
                 }
                 // No segment yet, or not a valid one: workers log that; look
                 // again shortly.
@@ -118,15 +115,13 @@ fn run(shm: &std::path::Path, shared: &Shared, wakers: &Wakers) {
         let now = current.wait_for_change(seen, WAIT);
         if now != seen {
             seen = now;
-            wakers.nudge(PUBLISHED);
+            wakers.nudge();
         }
-        if current.is_moved() {
-            // Workers follow the move on their next read; we re-open the
-            // path (where the writer renamed the new segment) and wait there.
+        // A move (workers follow it on their next read; the writer renamed
+        // the new segment to the path) or a replaced file: re-open the path
+        // and wait there; the nudge on opening sends workers to look.
+        if current.is_moved() || current.is_replaced() {
             reader = None;
-        } else if current.is_replaced() {
-            reader = None;
-            on_open = REPLACED;
         }
     }
 }

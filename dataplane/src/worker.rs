@@ -341,10 +341,10 @@ async fn follow_wakes(worker: Rc<Worker>, mut wake: monoio::net::UnixStream) {
             }
         }
         let mut follower = worker.follower.borrow_mut();
-        // Any wake, not only REPLACED, may follow a replacement: the thread
-        // and this worker open the path at different moments, so a segment
-        // replaced before the thread first opened it is news to us, not to
-        // the thread. One stat per wake.
+        // Any wake may follow a replacement: the thread and this worker
+        // open the path at different moments, so a segment replaced before
+        // the thread first opened it is news to us, not to the thread. One
+        // stat per wake.
         follower.check_replaced();
         follower.poll(&worker);
     }
