@@ -412,25 +412,7 @@ fn run_in(
         let mut samples = Vec::new();
         for run in 0..a.runs {
             for &kind in contenders {
-                let sample = measure(&env, kind, *s).with_context(|| {
-                    format!("scenario {} run {} {}", s.tag, run + 1, kind.name())
-                })?;
-                eprintln!(
-                    "scenario {:<2} run {} {:>9}: {:>9.0} req/s  {:>6.1} µs CPU/req  p99 {:>7} µs  errors {}{}",
-                    s.tag,
-                    run + 1,
-                    kind.name(),
-                    sample.load.rps,
-                    sample.cpu_us_per_request(),
-                    sample.load.p99_us,
-                    sample.load.errors,
-                    if s.tls && s.new_connection {
-                        format!("  resumed {}/{}", sample.load.resumed, sample.load.handshakes)
-                    } else {
-                        String::new()
-                    }
-                );
-                samples.push(sample);
+                samples.push(measure_run(&env, kind, *s, &format!("{:<2}", s.tag), run)?);
             }
         }
         results.push((*s, samples));
@@ -626,6 +608,34 @@ impl<'a> Env<'a> {
             setup,
         )
     }
+}
+
+/// One measured run of scenario `s` (`label` names it in errors and in the
+/// progress line on stderr; `run` counts from 0).
+fn measure_run(
+    env: &Env<'_>,
+    kind: Kind,
+    s: Scenario,
+    label: &str,
+    run: usize,
+) -> anyhow::Result<Sample> {
+    let sample = measure(env, kind, s)
+        .with_context(|| format!("scenario {} run {} {}", label.trim(), run + 1, kind.name()))?;
+    eprintln!(
+        "scenario {label} run {} {:>9}: {:>9.0} req/s  {:>6.1} µs CPU/req  p99 {:>7} µs  errors {}{}",
+        run + 1,
+        kind.name(),
+        sample.load.rps,
+        sample.cpu_us_per_request(),
+        sample.load.p99_us,
+        sample.load.errors,
+        if s.tls && s.new_connection {
+            format!("  resumed {}/{}", sample.load.resumed, sample.load.handshakes)
+        } else {
+            String::new()
+        }
+    );
+    Ok(sample)
 }
 
 fn measure(env: &Env<'_>, kind: Kind, s: Scenario) -> anyhow::Result<Sample> {

@@ -5,7 +5,7 @@
 
 use crate::contenders::Kind;
 use crate::cores::CoreList;
-use crate::{measure, Env, Sample, SCENARIOS};
+use crate::{measure_run, Env, Sample, SCENARIOS};
 use anyhow::Context;
 
 /// The worker counts scenario 8 runs with `n` proxy cores: the powers of
@@ -66,24 +66,8 @@ pub fn run(env: &Env<'_>, contenders: &[Kind]) -> anyhow::Result<Vec<ScalingRow>
         let env_k = env.with_proxy_cores(env.proxy.first(k));
         for run in 0..env.a.runs {
             for &kind in contenders {
-                let sample = measure(&env_k, kind, scenario).with_context(|| {
-                    format!(
-                        "scenario 8 with {k} worker(s) on cores {}, run {} {}",
-                        env_k.proxy,
-                        run + 1,
-                        kind.name()
-                    )
-                })?;
-                eprintln!(
-                    "scenario 8  k={k:<3} run {} {:>9}: {:>9.0} req/s  {:>6.1} µs CPU/req  p99 {:>7} µs  errors {}  (cores {})",
-                    run + 1,
-                    kind.name(),
-                    sample.load.rps,
-                    sample.cpu_us_per_request(),
-                    sample.load.p99_us,
-                    sample.load.errors,
-                    env_k.proxy,
-                );
+                let label = format!("8 k={k} cores {}", env_k.proxy);
+                let sample = measure_run(&env_k, kind, scenario, &label, run)?;
                 rows.push(ScalingRow {
                     workers: k,
                     cores: env_k.proxy.to_string(),
