@@ -27,6 +27,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, HandshakeKind, SignatureScheme};
 use serde::Serialize;
+use shardgate_dataplane::runtime::{uring_runtime, UringTaskrun};
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -59,6 +60,9 @@ pub struct LoadSpec {
     /// Per-interval counts of the measured window (`timeline` in the
     /// result), in milliseconds; 0: none.
     pub timeline_ms: u64,
+    /// io_uring task-run mode of the load threads (epoll where io_uring is
+    /// unavailable).
+    pub taskrun: UringTaskrun,
 }
 
 /// The client side of TLS.
@@ -160,10 +164,15 @@ pub fn run(spec: &LoadSpec) -> anyhow::Result<LoadResult> {
             let spec = spec.clone();
             let tls = tls.clone();
             std::thread::spawn(move || -> anyhow::Result<(Histogram<u64>, Tally)> {
-                let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-                    .enable_timer()
-                    .build()?;
-                rt.block_on(worker(spec, tls, t, threads, start, measure_from, end))
+                let taskrun = spec.taskrun;
+                let work = worker(spec, tls, t, threads, start, measure_from, end);
+                match uring_runtime(taskrun) {
+                    Ok((mut rt, _)) => rt.block_on(work),
+                    Err(_) => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                        .enable_timer()
+                        .build()?
+                        .block_on(work),
+                }
             })
         })
         .collect();

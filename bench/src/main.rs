@@ -31,6 +31,7 @@ use clap::{Parser, Subcommand};
 use contenders::{Bins, Kind, Setup, TlsFiles};
 use cores::CoreList;
 use load::{LoadResult, LoadSpec, TlsSpec};
+use shardgate_dataplane::runtime::UringTaskrun;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -105,6 +106,14 @@ struct RunArgs {
     /// contender's log) in place instead of removing it.
     #[arg(long)]
     keep_work: bool,
+    /// When the load generator's io_uring runs completion work: `defer`
+    /// (only when a load thread waits for completions: the cheapest for the
+    /// load core and for the proxy, whose every send to an `immediate`
+    /// client interrupts that client's core, a cost a remote client would
+    /// not put on it), `coop`, or `immediate` (the kernel's default).
+    /// Falls back to epoll where io_uring is unavailable.
+    #[arg(long, value_enum, default_value = "defer")]
+    load_taskrun: UringTaskrun,
     /// Extra arguments for shardgate-dataplane, whitespace-separated
     /// (e.g. `--dataplane-args="--poll-ms 1"`).
     #[arg(long, default_value = "", allow_hyphen_values = true)]
@@ -140,6 +149,14 @@ struct LoadArgs {
     /// A new connection per request.
     #[arg(long)]
     new_connection: bool,
+    /// When the load generator's io_uring runs completion work: `defer`
+    /// (only when a load thread waits for completions: the cheapest for the
+    /// load core and for the proxy, whose every send to an `immediate`
+    /// client interrupts that client's core, a cost a remote client would
+    /// not put on it), `coop`, or `immediate` (the kernel's default).
+    /// Falls back to epoll where io_uring is unavailable.
+    #[arg(long, value_enum, default_value = "defer")]
+    load_taskrun: UringTaskrun,
     /// HTTPS: the certificate (PEM) the server must present (pinned; TLS
     /// 1.3, TLS_AES_128_GCM_SHA256, X25519).
     #[arg(long)]
@@ -321,6 +338,7 @@ fn main() -> anyhow::Result<()> {
                     None => None,
                 },
                 timeline_ms: a.timeline_ms,
+                taskrun: a.load_taskrun,
             })?;
             println!("{}", serde_json::to_string(&r)?);
             Ok(())
@@ -511,14 +529,14 @@ fn run_in(
         }
     }
     let machine = report::machine();
-    let mut md = report::markdown(
-        &results,
-        contenders,
-        &a.proxy_cores.to_string(),
-        a.runs,
-        a.seconds,
-        &machine,
+    let layout = format!(
+        "Proxies pinned to cores `{}`, the load generator (io_uring task-run `{}`) to `{}`, the backend to `{}`",
+        a.proxy_cores,
+        taskrun_name(a.load_taskrun),
+        a.load_cores,
+        a.backend_cores
     );
+    let mut md = report::markdown(&results, contenders, &layout, a.runs, a.seconds, &machine);
     md.push_str(&report::route_scale(&scale, contenders));
     md.push_str(&report::churn(&churn, contenders, a.churn_seconds));
     md.push_str(&report::scaling(
@@ -703,7 +721,8 @@ impl Load {
             .args(["--connections", &a.connections.to_string()])
             .args(["--threads", &a.load_cores.len().to_string()])
             .args(["--seconds", &seconds.to_string()])
-            .args(["--timeline-ms", &self.timeline_ms.to_string()]);
+            .args(["--timeline-ms", &self.timeline_ms.to_string()])
+            .args(["--load-taskrun", &taskrun_name(a.load_taskrun)]);
         if self.new_connection {
             cmd.arg("--new-connection");
         }
@@ -1030,4 +1049,12 @@ fn tempdir() -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("shardgate-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// The `--load-taskrun` name of a mode.
+fn taskrun_name(mode: UringTaskrun) -> String {
+    use clap::ValueEnum;
+    mode.to_possible_value()
+        .map(|p| p.get_name().to_owned())
+        .unwrap_or_default()
 }

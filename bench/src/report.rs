@@ -94,7 +94,7 @@ fn latency((median, min, max): (f64, f64, f64)) -> String {
 pub fn markdown(
     results: &[(Scenario, Vec<Sample>)],
     contenders: &[Kind],
-    proxy_cores: &str,
+    layout: &str,
     runs: usize,
     seconds: u64,
     machine: &str,
@@ -103,7 +103,7 @@ pub fn markdown(
     let _ = writeln!(out, "# Shardgate benchmark report\n");
     let _ = writeln!(
         out,
-        "{} on {machine}. Proxies pinned to cores `{proxy_cores}`; medians (min–max) of {runs} interleaved run(s) of {seconds} s each. CPU per request is the proxy's user + system time from /proc divided by the requests it served.\n",
+        "{} on {machine}. {layout}; medians (min–max) of {runs} interleaved run(s) of {seconds} s each. CPU per request is the proxy's user + system time from /proc divided by the requests it served.\n",
         timestamp()
     );
     for (s, samples) in results {

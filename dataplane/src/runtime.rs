@@ -207,7 +207,7 @@ fn run_worker(id: usize, cfg: Arc<WorkerConfig>, shared: Arc<Shared>, wake: Opti
 /// Builds a worker's io_uring runtime with the task-work mode asked for, or
 /// the next weaker one the kernel accepts (older kernels answer EINVAL to
 /// setup flags they do not know).
-fn uring_runtime(
+pub fn uring_runtime(
     mode: UringTaskrun,
 ) -> std::io::Result<(
     monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>,
