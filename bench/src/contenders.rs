@@ -83,6 +83,26 @@ impl Group {
             / ticks
     }
 
+    /// Waits until the group's processes are idle (under 5 % of a core over
+    /// a 250 ms window), so that work left from starting — Shardgate's first
+    /// status file, a reload's new workers — is not counted as the cost of
+    /// the requests that follow. Gives up after `limit`, returning how long
+    /// it waited either way.
+    pub fn settle(&self, limit: Duration) -> Duration {
+        const WINDOW: Duration = Duration::from_millis(250);
+        let start = Instant::now();
+        let mut before = self.cpu_seconds();
+        while start.elapsed() < limit {
+            std::thread::sleep(WINDOW);
+            let now = self.cpu_seconds();
+            if now - before < 0.05 * WINDOW.as_secs_f64() {
+                break;
+            }
+            before = now;
+        }
+        start.elapsed()
+    }
+
     /// Proportional set size (shared pages split between the processes
     /// that map them) of the group's processes now, MiB.
     pub fn pss_mib(&self) -> f64 {

@@ -471,9 +471,10 @@ fn run_in(
                 let row = route_scale(&env, kind, routes)
                     .with_context(|| format!("scenario 6 with {routes} routes, {}", kind.name()))?;
                 eprintln!(
-                    "scenario 6 {routes:>6} routes {:>9}: ready {:>8.1} ms  {:>9.0} req/s  {:>6.1} µs CPU/req  PSS {:.1} MiB  errors {}",
+                    "scenario 6 {routes:>6} routes {:>9}: ready {:>8.1} ms  settled {:>7.1} ms  {:>9.0} req/s  {:>6.1} µs CPU/req  PSS {:.1} MiB  errors {}",
                     kind.name(),
                     row.ready_ms,
+                    row.settled_ms,
                     row.sample.load.rps,
                     row.sample.cpu_us_per_request(),
                     row.pss_mib,
@@ -786,6 +787,8 @@ pub struct ScaleRow {
     pub publication_ms: f64,
     /// From starting the contender to the last route answering 200, ms.
     pub ready_ms: f64,
+    /// From then until its processes were idle (startup work done), ms.
+    pub settled_ms: f64,
     /// Proportional set size of the contender's processes after the run, MiB.
     pub pss_mib: f64,
     /// Keep-alive load against the last route's host.
@@ -809,6 +812,7 @@ fn route_scale(env: &Env<'_>, kind: Kind, routes: usize) -> anyhow::Result<Scale
     let host = contenders::route_host(routes - 1);
     contenders::wait_ready_host(listen, &host, "/", Duration::from_secs(180))?;
     let ready_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let settled_ms = group.settle(Duration::from_secs(30)).as_secs_f64() * 1000.0;
     let mut load = Load::new("/");
     load.host = host;
     let sample = measured_load(env, &group, kind, listen, &load)?;
@@ -821,6 +825,7 @@ fn route_scale(env: &Env<'_>, kind: Kind, routes: usize) -> anyhow::Result<Scale
             f64::NAN
         },
         ready_ms,
+        settled_ms,
         pss_mib: group.pss_mib(),
         sample,
     })

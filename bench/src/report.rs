@@ -189,7 +189,7 @@ pub fn route_scale(rows: &[ScaleRow], contenders: &[Kind]) -> String {
     if rows.is_empty() {
         return String::new();
     }
-    let mut out = String::from("## Scenario 6: route-table scale\n\nOne route per hostname (Shardgate: an HTTPRoute each; nginx: a `server` block each; HAProxy: a host → backend map file), scenario 1's keep-alive load on the last route's hostname; one run each. *Ready* is from starting the contender to the last route answering 200 (configuration parsing, for Shardgate translation, publication and the dataplane's compilation); PSS counts shared pages once (nginx's master and worker share the parsed configuration; Shardgate's controlplane and dataplane map the same segment).\n\n| routes | contender | ready ms | Shardgate translation + publication ms | req/s | CPU µs/request | × its smallest | PSS MiB | errors |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    let mut out = String::from("## Scenario 6: route-table scale\n\nOne route per hostname (Shardgate: an HTTPRoute each; nginx: a `server` block each; HAProxy: a host → backend map file), scenario 1's keep-alive load on the last route's hostname; one run each. *Ready* is from starting the contender to the last route answering 200 (configuration parsing, for Shardgate translation, publication and the dataplane's compilation); PSS counts shared pages once (nginx's master and worker share the parsed configuration; Shardgate's controlplane and dataplane map the same segment). The load starts once the contender's processes are idle; *settled* is how long that took after ready (startup work that outlasts readiness, such as Shardgate's first status file).\n\n| routes | contender | ready ms | settled ms | Shardgate translation + publication ms | req/s | CPU µs/request | × its smallest | PSS MiB | errors |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in rows {
         let cpu = r.sample.cpu_us_per_request();
         let base = rows
@@ -203,10 +203,11 @@ pub fn route_scale(rows: &[ScaleRow], contenders: &[Kind]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {:.0} | {publication} | {:.0} | {:.1} | {:.2} | {:.1} | {} |",
+            "| {} | {} | {:.0} | {:.0} | {publication} | {:.0} | {:.1} | {:.2} | {:.1} | {} |",
             r.routes,
             r.contender.name(),
             r.ready_ms,
+            r.settled_ms,
             r.sample.load.rps,
             cpu,
             cpu / base.max(f64::MIN_POSITIVE),
