@@ -19,9 +19,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 // The controlplane keeps the system allocator: mimalloc's default purging
 // (freed pages returned to the OS after 10 ms, transparent huge pages) made
 // translating 100 000 routes 2.7x slower (3.2 s vs 1.2 s, bench scenario 6),
