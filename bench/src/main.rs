@@ -106,6 +106,17 @@ struct RunArgs {
     /// contender's log) in place instead of removing it.
     #[arg(long)]
     keep_work: bool,
+    #[command(flatten)]
+    client: ClientMode,
+    /// Extra arguments for shardgate-dataplane, whitespace-separated
+    /// (e.g. `--dataplane-args="--poll-ms 1"`).
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    dataplane_args: String,
+}
+
+/// How the load generator drives its sockets (for `run` and `load` alike).
+#[derive(clap::Args, Clone, Copy)]
+struct ClientMode {
     /// When the load generator's io_uring runs completion work: `defer`
     /// (only when a load thread waits for completions: the cheapest for the
     /// load core and for the proxy, whose every send to an `immediate`
@@ -114,10 +125,6 @@ struct RunArgs {
     /// Falls back to epoll where io_uring is unavailable.
     #[arg(long, value_enum, default_value = "defer")]
     load_taskrun: UringTaskrun,
-    /// Extra arguments for shardgate-dataplane, whitespace-separated
-    /// (e.g. `--dataplane-args="--poll-ms 1"`).
-    #[arg(long, default_value = "", allow_hyphen_values = true)]
-    dataplane_args: String,
 }
 
 #[derive(clap::Args)]
@@ -149,14 +156,8 @@ struct LoadArgs {
     /// A new connection per request.
     #[arg(long)]
     new_connection: bool,
-    /// When the load generator's io_uring runs completion work: `defer`
-    /// (only when a load thread waits for completions: the cheapest for the
-    /// load core and for the proxy, whose every send to an `immediate`
-    /// client interrupts that client's core, a cost a remote client would
-    /// not put on it), `coop`, or `immediate` (the kernel's default).
-    /// Falls back to epoll where io_uring is unavailable.
-    #[arg(long, value_enum, default_value = "defer")]
-    load_taskrun: UringTaskrun,
+    #[command(flatten)]
+    client: ClientMode,
     /// HTTPS: the certificate (PEM) the server must present (pinned; TLS
     /// 1.3, TLS_AES_128_GCM_SHA256, X25519).
     #[arg(long)]
@@ -338,7 +339,7 @@ fn main() -> anyhow::Result<()> {
                     None => None,
                 },
                 timeline_ms: a.timeline_ms,
-                taskrun: a.load_taskrun,
+                taskrun: a.client.load_taskrun,
             })?;
             println!("{}", serde_json::to_string(&r)?);
             Ok(())
@@ -533,7 +534,7 @@ fn run_in(
     let layout = format!(
         "Proxies pinned to cores `{}`, the load generator (io_uring task-run `{}`) to `{}`, the backend to `{}`",
         a.proxy_cores,
-        taskrun_name(a.load_taskrun),
+        a.client.load_taskrun.name(),
         a.load_cores,
         a.backend_cores
     );
@@ -723,7 +724,7 @@ impl Load {
             .args(["--threads", &a.load_cores.len().to_string()])
             .args(["--seconds", &seconds.to_string()])
             .args(["--timeline-ms", &self.timeline_ms.to_string()])
-            .args(["--load-taskrun", &taskrun_name(a.load_taskrun)]);
+            .args(["--load-taskrun", &a.client.load_taskrun.name()]);
         if self.new_connection {
             cmd.arg("--new-connection");
         }
@@ -1054,12 +1055,4 @@ fn tempdir() -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("shardgate-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
-}
-
-/// The `--load-taskrun` name of a mode.
-fn taskrun_name(mode: UringTaskrun) -> String {
-    use clap::ValueEnum;
-    mode.to_possible_value()
-        .map(|p| p.get_name().to_owned())
-        .unwrap_or_default()
 }

@@ -29,11 +29,19 @@ impl UringTaskrun {
         self as u8 + 1
     }
 
+    /// The mode's command-line name (`defer`, `coop`, `immediate`).
+    pub fn name(self) -> String {
+        use clap::ValueEnum;
+        self.to_possible_value()
+            .map(|p| p.get_name().to_owned())
+            .unwrap_or_default()
+    }
+
     /// The `--uring-taskrun` name of the mode in a worker's status value.
     pub fn name_from_status(v: u8) -> Option<String> {
         use clap::ValueEnum;
         let mode = Self::value_variants().get(usize::from(v).checked_sub(1)?)?;
-        mode.to_possible_value().map(|p| p.get_name().to_owned())
+        Some(mode.name())
     }
 }
 
