@@ -174,10 +174,13 @@ pub(crate) async fn serve<T>(
                 let guard = OpenStream(Rc::clone(&open));
                 let tls = sni.clone().map(|sni| TlsSession { sni });
                 let worker = Rc::clone(&worker);
+                // The stream's future is several KiB: built straight into a
+                // box, the task itself stays small and nothing large is
+                // copied on spawn or first poll.
                 monoio::spawn(async move {
                     let _guard = guard;
                     if let Some(exchange) = Exchange::new(req, respond) {
-                        http1::serve_stream(worker, exchange, peer, key, tls).await;
+                        Box::pin(http1::serve_stream(worker, exchange, peer, key, tls)).await;
                     }
                 });
             }

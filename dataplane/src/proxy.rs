@@ -176,135 +176,177 @@ pub(crate) async fn forward<S: Stream>(
     let mut stale_retry_used = false;
     let mut resp = ResponseHead::default();
     let mut sent_at;
-    let mut up = loop {
-        // Moves on to the next endpoint after a pause, if the policy allows.
-        let retry_now = |retries_left: &mut u32| {
-            let in_time = overall.is_none_or(|d| Instant::now() < d);
-            if *retries_left > 0 && in_time {
-                *retries_left -= 1;
-                Some(filters.retry.map_or(Duration::ZERO, |r| r.backoff))
-            } else {
-                None
+    let mut up =
+        loop {
+            // Moves on to the next endpoint after a pause, if the policy allows.
+            let retry_now = |retries_left: &mut u32| {
+                let in_time = overall.is_none_or(|d| Instant::now() < d);
+                if *retries_left > 0 && in_time {
+                    *retries_left -= 1;
+                    Some(filters.retry.map_or(Duration::ZERO, |r| r.backoff))
+                } else {
+                    None
+                }
+            };
+            // Paths most requests never take (connecting, failing, switching
+            // protocols) are boxed: their futures would otherwise widen this
+            // one, which is built and moved on every request.
+            let mut up = match pooled.take() {
+                Some(up) => up,
+                None => match Box::pin(connect(worker, endpoint, h2c)).await {
+                    Ok(up) => up,
+                    Err(f) => {
+                        if let Some(pause) = retry_now(&mut retries_left) {
+                            monoio::time::sleep(pause).await;
+                            endpoint = next_endpoint(worker, table, backend);
+                            continue;
+                        }
+                        return Box::pin(fail(
+                            worker,
+                            conn,
+                            request,
+                            f,
+                            body_pending,
+                            client_keep_alive,
+                        ))
+                        .await;
+                    }
+                },
+            };
+            sent_at = Instant::now();
+            let deadline = overall.map_or(sent_at + per_try, |d| d.min(sent_at + per_try));
+            if !write_keep(&mut up, &mut request).await {
+                if up.reused && replayable && !stale_retry_used && filters.retry.is_none() {
+                    stale_retry_used = true;
+                    continue;
+                }
+                if let Some(pause) = retry_now(&mut retries_left) {
+                    monoio::time::sleep(pause).await;
+                    endpoint = next_endpoint(worker, table, backend);
+                    continue;
+                }
+                return fail(
+                    worker,
+                    conn,
+                    request,
+                    Failure::UpstreamBroken,
+                    body_pending,
+                    client_keep_alive,
+                )
+                .await;
             }
-        };
-        let mut up = match pooled.take() {
-            Some(up) => up,
-            None => match connect(worker, endpoint, h2c).await {
-                Ok(up) => up,
-                Err(f) => {
-                    if let Some(pause) = retry_now(&mut retries_left) {
-                        monoio::time::sleep(pause).await;
-                        endpoint = next_endpoint(worker, table, backend);
+            if body_pending {
+                if expect_continue && conn.buf.is_empty() {
+                    request.clear();
+                    request.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    let n = request.len();
+                    if write_all(&mut conn.stream, &mut request).await.is_err() {
+                        conn.out = request;
+                        return Outcome::local(false, CLIENT_CLOSED);
+                    }
+                    conn.sent(worker, n);
+                }
+                let framing = match body {
+                    BodyKind::Length(n) => Framing::Length(n),
+                    _ => Framing::Chunked(ChunkedDecoder::new()),
+                };
+                let copied = copy_body(
+                    &mut conn.stream,
+                    &mut conn.buf,
+                    &mut up.stream,
+                    framing,
+                    worker.cfg.idle_timeout,
+                )
+                .await;
+                match copied {
+                    Ok(moved) => conn.received(worker, moved.read as usize),
+                    Err(CopyError::Write) => {
+                        return Box::pin(fail(
+                            worker,
+                            conn,
+                            request,
+                            Failure::UpstreamBroken,
+                            true,
+                            false,
+                        ))
+                        .await
+                    }
+                    Err(CopyError::Invalid(e)) => {
+                        tracing::debug!(peer = %conn.peer, error = %e, "malformed request body");
+                        return Box::pin(fail(
+                            worker,
+                            conn,
+                            request,
+                            Failure::BadRequest,
+                            true,
+                            false,
+                        ))
+                        .await;
+                    }
+                    Err(CopyError::Timeout) => {
+                        return Box::pin(fail(
+                            worker,
+                            conn,
+                            request,
+                            Failure::HeadTimeout,
+                            true,
+                            false,
+                        ))
+                        .await
+                    }
+                    Err(CopyError::Read) => {
+                        conn.out = request;
+                        return Outcome::local(false, CLIENT_CLOSED);
+                    }
+                }
+            }
+            let failure =
+                match read_response_head(&mut up, is_head, upgrade.is_some(), deadline, &mut resp)
+                    .await
+                {
+                    Ok(()) => {
+                        let retryable = filters
+                            .retry
+                            .is_some_and(|r| r.codes.contains(&resp.status));
+                        if retryable {
+                            if let Some(pause) = retry_now(&mut retries_left) {
+                                // The unread answer makes this connection unusable;
+                                // it is dropped, and the request goes elsewhere.
+                                monoio::time::sleep(pause).await;
+                                endpoint = next_endpoint(worker, table, backend);
+                                continue;
+                            }
+                        }
+                        break up;
+                    }
+                    Err(UpstreamError::ClosedEarly)
+                        if up.reused
+                            && replayable
+                            && !stale_retry_used
+                            && filters.retry.is_none() =>
+                    {
+                        stale_retry_used = true;
                         continue;
                     }
-                    return fail(worker, conn, request, f, body_pending, client_keep_alive).await;
-                }
-            },
-        };
-        sent_at = Instant::now();
-        let deadline = overall.map_or(sent_at + per_try, |d| d.min(sent_at + per_try));
-        if !write_keep(&mut up, &mut request).await {
-            if up.reused && replayable && !stale_retry_used && filters.retry.is_none() {
-                stale_retry_used = true;
-                continue;
-            }
+                    Err(UpstreamError::Timeout) => Failure::UpstreamTimeout,
+                    Err(UpstreamError::ClosedEarly) => Failure::UpstreamReset,
+                    Err(UpstreamError::Broken) => Failure::UpstreamBroken,
+                };
             if let Some(pause) = retry_now(&mut retries_left) {
                 monoio::time::sleep(pause).await;
                 endpoint = next_endpoint(worker, table, backend);
                 continue;
             }
-            return fail(
+            return Box::pin(fail(
                 worker,
                 conn,
                 request,
-                Failure::UpstreamBroken,
-                body_pending,
+                failure,
+                false,
                 client_keep_alive,
-            )
+            ))
             .await;
-        }
-        if body_pending {
-            if expect_continue && conn.buf.is_empty() {
-                request.clear();
-                request.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-                let n = request.len();
-                if write_all(&mut conn.stream, &mut request).await.is_err() {
-                    conn.out = request;
-                    return Outcome::local(false, CLIENT_CLOSED);
-                }
-                conn.sent(worker, n);
-            }
-            let framing = match body {
-                BodyKind::Length(n) => Framing::Length(n),
-                _ => Framing::Chunked(ChunkedDecoder::new()),
-            };
-            let copied = copy_body(
-                &mut conn.stream,
-                &mut conn.buf,
-                &mut up.stream,
-                framing,
-                worker.cfg.idle_timeout,
-            )
-            .await;
-            match copied {
-                Ok(moved) => conn.received(worker, moved.read as usize),
-                Err(CopyError::Write) => {
-                    return fail(worker, conn, request, Failure::UpstreamBroken, true, false).await
-                }
-                Err(CopyError::Invalid(e)) => {
-                    tracing::debug!(peer = %conn.peer, error = %e, "malformed request body");
-                    return fail(worker, conn, request, Failure::BadRequest, true, false).await;
-                }
-                Err(CopyError::Timeout) => {
-                    return fail(worker, conn, request, Failure::HeadTimeout, true, false).await
-                }
-                Err(CopyError::Read) => {
-                    conn.out = request;
-                    return Outcome::local(false, CLIENT_CLOSED);
-                }
-            }
-        }
-        let failure = match read_response_head(
-            &mut up,
-            is_head,
-            upgrade.is_some(),
-            deadline,
-            &mut resp,
-        )
-        .await
-        {
-            Ok(()) => {
-                let retryable = filters
-                    .retry
-                    .is_some_and(|r| r.codes.contains(&resp.status));
-                if retryable {
-                    if let Some(pause) = retry_now(&mut retries_left) {
-                        // The unread answer makes this connection unusable;
-                        // it is dropped, and the request goes elsewhere.
-                        monoio::time::sleep(pause).await;
-                        endpoint = next_endpoint(worker, table, backend);
-                        continue;
-                    }
-                }
-                break up;
-            }
-            Err(UpstreamError::ClosedEarly)
-                if up.reused && replayable && !stale_retry_used && filters.retry.is_none() =>
-            {
-                stale_retry_used = true;
-                continue;
-            }
-            Err(UpstreamError::Timeout) => Failure::UpstreamTimeout,
-            Err(UpstreamError::ClosedEarly) => Failure::UpstreamReset,
-            Err(UpstreamError::Broken) => Failure::UpstreamBroken,
         };
-        if let Some(pause) = retry_now(&mut retries_left) {
-            monoio::time::sleep(pause).await;
-            endpoint = next_endpoint(worker, table, backend);
-            continue;
-        }
-        return fail(worker, conn, request, failure, false, client_keep_alive).await;
-    };
     let upstream_time = sent_at.elapsed();
     metrics.upstream_duration.observe(upstream_time);
     let served_by = up.addr;
@@ -315,7 +357,16 @@ pub(crate) async fn forward<S: Stream>(
         upgraded: None,
     };
     if resp.status == 101 {
-        return switch_protocols(worker, conn, up, &resp, request, filters, relayed(false)).await;
+        return Box::pin(switch_protocols(
+            worker,
+            conn,
+            up,
+            &resp,
+            request,
+            filters,
+            relayed(false),
+        ))
+        .await;
     }
 
     // Relay the response.
