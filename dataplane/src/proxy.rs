@@ -32,8 +32,10 @@ use shardgate_core::route::modify_path;
 use shardgate_core::{
     AppProtocol, Filters, HeaderModifier, Mirror, Retry, Rewrite, RouteTable, Timeouts,
 };
+use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -176,177 +178,135 @@ pub(crate) async fn forward<S: Stream>(
     let mut stale_retry_used = false;
     let mut resp = ResponseHead::default();
     let mut sent_at;
-    let mut up =
-        loop {
-            // Moves on to the next endpoint after a pause, if the policy allows.
-            let retry_now = |retries_left: &mut u32| {
-                let in_time = overall.is_none_or(|d| Instant::now() < d);
-                if *retries_left > 0 && in_time {
-                    *retries_left -= 1;
-                    Some(filters.retry.map_or(Duration::ZERO, |r| r.backoff))
-                } else {
-                    None
-                }
-            };
-            // Paths most requests never take (connecting, failing, switching
-            // protocols) are boxed: their futures would otherwise widen this
-            // one, which is built and moved on every request.
-            let mut up = match pooled.take() {
-                Some(up) => up,
-                None => match Box::pin(connect(worker, endpoint, h2c)).await {
-                    Ok(up) => up,
-                    Err(f) => {
-                        if let Some(pause) = retry_now(&mut retries_left) {
-                            monoio::time::sleep(pause).await;
-                            endpoint = next_endpoint(worker, table, backend);
-                            continue;
-                        }
-                        return Box::pin(fail(
-                            worker,
-                            conn,
-                            request,
-                            f,
-                            body_pending,
-                            client_keep_alive,
-                        ))
-                        .await;
-                    }
-                },
-            };
-            sent_at = Instant::now();
-            let deadline = overall.map_or(sent_at + per_try, |d| d.min(sent_at + per_try));
-            if !write_keep(&mut up, &mut request).await {
-                if up.reused && replayable && !stale_retry_used && filters.retry.is_none() {
-                    stale_retry_used = true;
-                    continue;
-                }
-                if let Some(pause) = retry_now(&mut retries_left) {
-                    monoio::time::sleep(pause).await;
-                    endpoint = next_endpoint(worker, table, backend);
-                    continue;
-                }
-                return fail(
-                    worker,
-                    conn,
-                    request,
-                    Failure::UpstreamBroken,
-                    body_pending,
-                    client_keep_alive,
-                )
-                .await;
+    let mut up = loop {
+        // Moves on to the next endpoint after a pause, if the policy allows.
+        let retry_now = |retries_left: &mut u32| {
+            let in_time = overall.is_none_or(|d| Instant::now() < d);
+            if *retries_left > 0 && in_time {
+                *retries_left -= 1;
+                Some(filters.retry.map_or(Duration::ZERO, |r| r.backoff))
+            } else {
+                None
             }
-            if body_pending {
-                if expect_continue && conn.buf.is_empty() {
-                    request.clear();
-                    request.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-                    let n = request.len();
-                    if write_all(&mut conn.stream, &mut request).await.is_err() {
-                        conn.out = request;
-                        return Outcome::local(false, CLIENT_CLOSED);
-                    }
-                    conn.sent(worker, n);
-                }
-                let framing = match body {
-                    BodyKind::Length(n) => Framing::Length(n),
-                    _ => Framing::Chunked(ChunkedDecoder::new()),
-                };
-                let copied = copy_body(
-                    &mut conn.stream,
-                    &mut conn.buf,
-                    &mut up.stream,
-                    framing,
-                    worker.cfg.idle_timeout,
-                )
-                .await;
-                match copied {
-                    Ok(moved) => conn.received(worker, moved.read as usize),
-                    Err(CopyError::Write) => {
-                        return Box::pin(fail(
-                            worker,
-                            conn,
-                            request,
-                            Failure::UpstreamBroken,
-                            true,
-                            false,
-                        ))
-                        .await
-                    }
-                    Err(CopyError::Invalid(e)) => {
-                        tracing::debug!(peer = %conn.peer, error = %e, "malformed request body");
-                        return Box::pin(fail(
-                            worker,
-                            conn,
-                            request,
-                            Failure::BadRequest,
-                            true,
-                            false,
-                        ))
-                        .await;
-                    }
-                    Err(CopyError::Timeout) => {
-                        return Box::pin(fail(
-                            worker,
-                            conn,
-                            request,
-                            Failure::HeadTimeout,
-                            true,
-                            false,
-                        ))
-                        .await
-                    }
-                    Err(CopyError::Read) => {
-                        conn.out = request;
-                        return Outcome::local(false, CLIENT_CLOSED);
-                    }
-                }
-            }
-            let failure =
-                match read_response_head(&mut up, is_head, upgrade.is_some(), deadline, &mut resp)
-                    .await
-                {
-                    Ok(()) => {
-                        let retryable = filters
-                            .retry
-                            .is_some_and(|r| r.codes.contains(&resp.status));
-                        if retryable {
-                            if let Some(pause) = retry_now(&mut retries_left) {
-                                // The unread answer makes this connection unusable;
-                                // it is dropped, and the request goes elsewhere.
-                                monoio::time::sleep(pause).await;
-                                endpoint = next_endpoint(worker, table, backend);
-                                continue;
-                            }
-                        }
-                        break up;
-                    }
-                    Err(UpstreamError::ClosedEarly)
-                        if up.reused
-                            && replayable
-                            && !stale_retry_used
-                            && filters.retry.is_none() =>
-                    {
-                        stale_retry_used = true;
+        };
+        let mut up = match pooled.take() {
+            Some(up) => up,
+            None => match connect(worker, endpoint, h2c).await {
+                Ok(up) => up,
+                Err(f) => {
+                    if let Some(pause) = retry_now(&mut retries_left) {
+                        monoio::time::sleep(pause).await;
+                        endpoint = next_endpoint(worker, table, backend);
                         continue;
                     }
-                    Err(UpstreamError::Timeout) => Failure::UpstreamTimeout,
-                    Err(UpstreamError::ClosedEarly) => Failure::UpstreamReset,
-                    Err(UpstreamError::Broken) => Failure::UpstreamBroken,
-                };
+                    return fail(worker, conn, request, f, body_pending, client_keep_alive).await;
+                }
+            },
+        };
+        sent_at = Instant::now();
+        let deadline = overall.map_or(sent_at + per_try, |d| d.min(sent_at + per_try));
+        if !write_keep(&mut up, &mut request).await {
+            if up.reused && replayable && !stale_retry_used && filters.retry.is_none() {
+                stale_retry_used = true;
+                continue;
+            }
             if let Some(pause) = retry_now(&mut retries_left) {
                 monoio::time::sleep(pause).await;
                 endpoint = next_endpoint(worker, table, backend);
                 continue;
             }
-            return Box::pin(fail(
+            return fail(
                 worker,
                 conn,
                 request,
-                failure,
-                false,
+                Failure::UpstreamBroken,
+                body_pending,
                 client_keep_alive,
-            ))
+            )
             .await;
+        }
+        if body_pending {
+            if expect_continue && conn.buf.is_empty() {
+                request.clear();
+                request.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                let n = request.len();
+                if write_all(&mut conn.stream, &mut request).await.is_err() {
+                    conn.out = request;
+                    return Outcome::local(false, CLIENT_CLOSED);
+                }
+                conn.sent(worker, n);
+            }
+            let framing = match body {
+                BodyKind::Length(n) => Framing::Length(n),
+                _ => Framing::Chunked(ChunkedDecoder::new()),
+            };
+            let copied = copy_body(
+                &mut conn.stream,
+                &mut conn.buf,
+                &mut up.stream,
+                framing,
+                worker.cfg.idle_timeout,
+            )
+            .await;
+            match copied {
+                Ok(moved) => conn.received(worker, moved.read as usize),
+                Err(CopyError::Write) => {
+                    return fail(worker, conn, request, Failure::UpstreamBroken, true, false).await
+                }
+                Err(CopyError::Invalid(e)) => {
+                    tracing::debug!(peer = %conn.peer, error = %e, "malformed request body");
+                    return fail(worker, conn, request, Failure::BadRequest, true, false).await;
+                }
+                Err(CopyError::Timeout) => {
+                    return fail(worker, conn, request, Failure::HeadTimeout, true, false).await
+                }
+                Err(CopyError::Read) => {
+                    conn.out = request;
+                    return Outcome::local(false, CLIENT_CLOSED);
+                }
+            }
+        }
+        let failure = match read_response_head(
+            &mut up,
+            is_head,
+            upgrade.is_some(),
+            deadline,
+            &mut resp,
+        )
+        .await
+        {
+            Ok(()) => {
+                let retryable = filters
+                    .retry
+                    .is_some_and(|r| r.codes.contains(&resp.status));
+                if retryable {
+                    if let Some(pause) = retry_now(&mut retries_left) {
+                        // The unread answer makes this connection unusable;
+                        // it is dropped, and the request goes elsewhere.
+                        monoio::time::sleep(pause).await;
+                        endpoint = next_endpoint(worker, table, backend);
+                        continue;
+                    }
+                }
+                break up;
+            }
+            Err(UpstreamError::ClosedEarly)
+                if up.reused && replayable && !stale_retry_used && filters.retry.is_none() =>
+            {
+                stale_retry_used = true;
+                continue;
+            }
+            Err(UpstreamError::Timeout) => Failure::UpstreamTimeout,
+            Err(UpstreamError::ClosedEarly) => Failure::UpstreamReset,
+            Err(UpstreamError::Broken) => Failure::UpstreamBroken,
         };
+        if let Some(pause) = retry_now(&mut retries_left) {
+            monoio::time::sleep(pause).await;
+            endpoint = next_endpoint(worker, table, backend);
+            continue;
+        }
+        return fail(worker, conn, request, failure, false, client_keep_alive).await;
+    };
     let upstream_time = sent_at.elapsed();
     metrics.upstream_duration.observe(upstream_time);
     let served_by = up.addr;
@@ -357,6 +317,8 @@ pub(crate) async fn forward<S: Stream>(
         upgraded: None,
     };
     if resp.status == 101 {
+        // Boxed, like `connect` and `fail`: a path most requests never
+        // take should not widen this future, built and moved per request.
         return Box::pin(switch_protocols(
             worker,
             conn,
@@ -517,41 +479,53 @@ fn next_endpoint(worker: &Worker, table: &RouteTable, backend: u32) -> SocketAdd
     b.endpoints[worker.next_endpoint(backend, b.endpoints.len())]
 }
 
-async fn connect(worker: &Worker, endpoint: SocketAddr, h2c: bool) -> Result<Upstream, Failure> {
-    let result = if h2c {
-        Upstream::h2c(&worker.h2c, endpoint, worker.cfg.connect_timeout).await
-    } else {
-        Upstream::connect(endpoint, worker.cfg.connect_timeout).await
-    };
-    match result {
-        Ok(up) => {
-            worker.metrics().upstream_connects.inc();
-            Ok(up)
+/// Connects to `endpoint`, counting the outcome. Boxed: `forward`'s future
+/// is built and moved on every request, and most requests take a pooled
+/// connection; this future inline would widen it.
+fn connect(
+    worker: &Worker,
+    endpoint: SocketAddr,
+    h2c: bool,
+) -> Pin<Box<impl Future<Output = Result<Upstream, Failure>> + '_>> {
+    Box::pin(async move {
+        let result = if h2c {
+            Upstream::h2c(&worker.h2c, endpoint, worker.cfg.connect_timeout).await
+        } else {
+            Upstream::connect(endpoint, worker.cfg.connect_timeout).await
+        };
+        match result {
+            Ok(up) => {
+                worker.metrics().upstream_connects.inc();
+                Ok(up)
+            }
+            Err(e) => {
+                worker.metrics().upstream_connect_errors.inc();
+                tracing::debug!(upstream = %endpoint, error = ?e, "upstream connect failed");
+                Err(match e {
+                    ConnectError::Failed | ConnectError::Timeout => Failure::ConnectFailed,
+                })
+            }
         }
-        Err(e) => {
-            worker.metrics().upstream_connect_errors.inc();
-            tracing::debug!(upstream = %endpoint, error = ?e, "upstream connect failed");
-            Err(match e {
-                ConnectError::Failed | ConnectError::Timeout => Failure::ConnectFailed,
-            })
-        }
-    }
+    })
 }
 
 /// Answers `failure` downstream. If the request body was not consumed, the
-/// connection must close after the answer.
-async fn fail<S: Stream>(
-    worker: &Worker,
-    conn: &mut Conn<S>,
+/// connection must close after the answer. Boxed, as `connect` is, to keep
+/// this rarely taken path out of `forward`'s future.
+fn fail<'a, S: Stream>(
+    worker: &'a Worker,
+    conn: &'a mut Conn<S>,
     request: Vec<u8>,
     failure: Failure,
     body_unread: bool,
     keep_alive: bool,
-) -> Outcome {
-    conn.out = request;
-    let keep = keep_alive && !body_unread;
-    answer_local(worker, conn, failure, !keep).await;
-    Outcome::local(keep, failure.status())
+) -> Pin<Box<impl Future<Output = Outcome> + 'a>> {
+    Box::pin(async move {
+        conn.out = request;
+        let keep = keep_alive && !body_unread;
+        answer_local(worker, conn, failure, !keep).await;
+        Outcome::local(keep, failure.status())
+    })
 }
 
 /// Writes the whole request, keeping its bytes for a possible replay.

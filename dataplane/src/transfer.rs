@@ -155,8 +155,7 @@ pub(crate) async fn copy_body<R: Io, W: Io>(
         if done {
             break Ok(moved);
         }
-        let offered = room.max(buf.capacity() - buf.len());
-        buf.reserve_exact(offered);
+        buf.reserve_exact(room);
         match monoio::time::timeout(read_timeout, read_more(src, buf)).await {
             Err(_) => break Err(CopyError::Timeout),
             Ok(Err(_)) => break Err(CopyError::Read),
